@@ -1,0 +1,39 @@
+# Every target creates the virtual environment and installs what it needs
+# when missing, so `make serve` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-test
+HOST   ?= 127.0.0.1
+PORT   ?= 22122
+SPOOL  ?= var/spool
+
+.PHONY: serve test test-fast bench lint demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-dev: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $@
+
+serve: $(STAMP)
+	$(BIN)/starlingpy serve -h $(HOST) -p $(PORT) -q $(SPOOL)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check starlingpy tests bench client workers
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
