@@ -1,0 +1,238 @@
+"""The TCP shell: the only module that awaits network I/O.
+
+Receive bytes, feed the parser, dispatch, send replies, close.  Shaped after
+trio's ``serve_tcp``/``serve_listeners`` (``task_status`` hands tests the
+bound address; only the accept errors that mean "overloaded" are retried).
+
+Connections use their stdlib socket in non-blocking mode and call
+``trio.lowlevel.wait_readable``/``wait_writable`` only when ``recv``/``send``
+would block: on the hot path this costs about half the CPU of trio's stream
+layer (measured in issue 2).  Because that path does not always yield, the
+loop adds an explicit checkpoint when it has not waited, so one busy client
+cannot starve the others.
+
+Error handling: a ProtocolError is answered and the connection lives on (or
+is closed when the error says so).  Any other exception inside one connection
+is a bug: it is logged with its traceback, answered ``SERVER_ERROR``, and
+ends only that connection.  Connection resets end the connection quietly.
+
+Resource handling: every reply batch is preceded by
+``collection.write_pending()`` (and, under sync ``always``, by
+``wait_durable()``), so a client never reads a reply before its record was
+written.  A connection's open items go back to their queues when it closes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import Any
+
+import trio
+
+from starlingpy.collection import QueueCollection
+from starlingpy.counters import ServerCounters
+from starlingpy.protocol import Parser, ProtocolError
+from starlingpy.session import PendingGet, ServerControl, Session
+
+log = logging.getLogger("starlingpy.server")
+
+RECV_SIZE = 65536
+# Send what has accumulated once it passes this, before parsing further, so
+# a client pipelining gets of large items never makes us hold them all.
+SEND_HIGH_WATER = 256 * 1024
+# Shutdown: how long in-flight connections get to finish before being cut.
+SHUTDOWN_GRACE = 10.0
+_OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class ListenError(Exception):
+    """The listening socket could not be bound."""
+
+
+class QueueServer:
+    """Serves one QueueCollection on one listening socket."""
+
+    def __init__(self, collection: QueueCollection, *, max_connections: int = 4096,
+                 max_line: int = 2048, max_item_size: int = 16 * 1024 * 1024,
+                 idle_timeout: float = 0.0, sync_always: bool = False,
+                 enable_shutdown: bool = False, flush_all_empties: bool = False) -> None:
+        self.collection = collection
+        self.counters = ServerCounters()
+        self.max_connections = max_connections
+        self.max_line = max_line
+        self.max_item_size = max_item_size
+        self.idle_timeout = idle_timeout
+        self.sync_always = sync_always
+        self.control = ServerControl(enable_shutdown=enable_shutdown,
+                                     flush_all_empties=flush_all_empties,
+                                     limit_maxbytes=max_item_size,
+                                     request_shutdown=self.request_shutdown)
+        self._accept_scope: trio.CancelScope | None = None
+        self._shutdown_requested = False
+
+    def request_shutdown(self) -> None:
+        """Stop accepting, cut idle waits short; in-flight commands are answered."""
+        self._shutdown_requested = True
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
+        self.control.interrupt_all()
+
+    async def serve(self, host: str, port: int, *, handle_signals: bool = False,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on host:port until shutdown; ``task_status.started((host, port))``."""
+        listener = trio.socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                      socket.SOCK_STREAM)
+        with listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                await listener.bind((host, port))
+            except OSError as error:
+                raise ListenError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+            listener.listen(1024)
+            bound = listener.getsockname()[:2]
+            async with trio.open_nursery() as background:
+                await background.start(self.collection.run_background)
+                if handle_signals:
+                    background.start_soon(self._watch_signals)
+                async with trio.open_nursery() as connections:
+                    task_status.started(bound)
+                    with trio.CancelScope() as self._accept_scope:
+                        if self._shutdown_requested:
+                            self._accept_scope.cancel()
+                        await self._accept_loop(listener, connections)
+                    self.control.interrupt_all()
+                    connections.cancel_scope.deadline = trio.current_time() + SHUTDOWN_GRACE
+                background.cancel_scope.cancel()
+        log.info("server stopped")
+
+    async def _watch_signals(self) -> None:
+        import signal
+
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.warning("received %s: shutting down", signal.Signals(signum).name)
+                self.request_shutdown()
+
+    async def _accept_loop(self, listener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                conn, _ = await listener.accept()
+            except OSError as error:
+                if error.errno in _OVERLOAD_ERRNOS:
+                    log.error("accept: %s; retrying in 100 ms", error)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            sock = socket.socket(fileno=conn.detach())
+            if self.counters.curr_connections >= self.max_connections:
+                self.counters.rejected_connections += 1
+                sock.close()
+                continue
+            self.counters.curr_connections += 1
+            self.counters.total_connections += 1
+            nursery.start_soon(self._connection, sock)
+
+    async def _connection(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = Session(self.collection, self.counters, self.control)
+        try:
+            await self._converse(sock, session)
+        except (ConnectionError, BrokenPipeError):
+            pass
+        except trio.Cancelled:
+            raise
+        except Exception:
+            log.exception("unexpected error on a connection; closing it")
+            try:
+                sock.send(b"SERVER_ERROR internal error\r\n")
+            except OSError:
+                pass
+        finally:
+            session.release()
+            self.collection.write_pending()
+            self.counters.curr_connections -= 1
+            sock.close()
+
+    async def _converse(self, sock: socket.socket, session: Session) -> None:
+        parser = Parser(max_line=self.max_line, max_item_size=self.max_item_size)
+        counters = self.counters
+        execute = session.execute
+        control = self.control
+        out: list[bytes] = []
+        out_size = 0
+        busy_streak = False  # data arrived without our waiting for it, twice in a row
+        while not session.quit:
+            try:
+                data = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                if control.closing or not await self._wait_readable(sock):
+                    return
+                busy_streak = False
+                continue
+            if not data:
+                return
+            if busy_streak:
+                await trio.lowlevel.checkpoint()
+            busy_streak = True
+            counters.bytes_read += len(data)
+            parser.feed(data)
+            close_after = False
+            while True:
+                try:
+                    command = parser.next_command()
+                except ProtocolError as error:
+                    if error.reply is not None:
+                        out.append(error.reply + b"\r\n")
+                    if error.close:
+                        close_after = True
+                        break
+                    continue
+                if command is None:
+                    break
+                reply = execute(command)
+                if reply.__class__ is PendingGet:
+                    await self._send(sock, out)
+                    out, out_size = [], 0
+                    reply = await session.finish_get(reply)
+                if reply:
+                    out.append(reply)
+                    out_size += len(reply)
+                if session.quit:
+                    break
+                if out_size > SEND_HIGH_WATER:
+                    await self._send(sock, out)
+                    out, out_size = [], 0
+            if out:
+                await self._send(sock, out)
+                out, out_size = [], 0
+            else:
+                self.collection.write_pending()
+            if close_after or control.closing:
+                return
+
+    async def _wait_readable(self, sock: socket.socket) -> bool:
+        """False when the idle timeout passed or shutdown interrupted the wait."""
+        with self.control.interruptible() as scope:
+            if self.idle_timeout:
+                scope.deadline = trio.current_time() + self.idle_timeout
+            await trio.lowlevel.wait_readable(sock)
+        return not scope.cancelled_caught
+
+    async def _send(self, sock: socket.socket, out: list[bytes]) -> None:
+        """Write journals, wait for durability if configured, then send ``out``."""
+        self.collection.write_pending()
+        if self.sync_always:
+            await self.collection.wait_durable()
+        data = b"".join(out) if len(out) != 1 else out[0]
+        self.counters.bytes_written += len(data)
+        view = memoryview(data)
+        while view:
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+                continue
+            view = view[sent:]
