@@ -1,0 +1,5 @@
+import sys
+
+from starlingpy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""`starlingpy serve`: run the queue server (Starling's options, plus ours)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import grp
+import logging
+import os
+import pwd
+import sys
+from pathlib import Path
+
+import trio
+
+from starlingpy import __version__
+from starlingpy.config import Config, ConfigError, ServerConfig, load_config
+
+log = logging.getLogger("starlingpy")
+
+
+def register(subparsers) -> None:
+    # -h is Starling's --host, so help is --help only.
+    p = subparsers.add_parser("serve", add_help=False, help="run the queue server",
+                              description="Run the starlingpy queue server.")
+    p.add_argument("--help", action="help", help="show this help and exit")
+    p.add_argument("-h", "--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("-p", "--port", type=int, help="TCP port (default 22122; 0 picks a free one)")
+    p.add_argument("-q", "--queue_path", "--queue-path", dest="queue_path",
+                   help="queue directory (default ./var/spool)")
+    p.add_argument("-d", "--daemonize", action="store_true", default=None,
+                   help="detach and run in the background")
+    p.add_argument("-P", "--pid", help="write the server's pid to this file")
+    p.add_argument("-u", "--user", help="run as this user (needs root)")
+    p.add_argument("-g", "--group", help="run as this group (needs root)")
+    p.add_argument("-L", "--log", help="log to this file (default: stderr)")
+    p.add_argument("-v", "--verbose", action="count", help="more logging (repeat for more)")
+    p.add_argument("-t", "--timeout", type=float, help="idle disconnect in seconds (0 = never)")
+    p.add_argument("-f", "--config", help="config file: TOML, or Starling's YAML")
+    p.add_argument("-V", "--version", action="version", version=f"starlingpy {__version__}")
+    p.add_argument("--sync", help="journal sync policy: always | never | period in ms (default 1000)")
+    p.add_argument("--max-item-size", dest="max_item_size", type=int,
+                   help="largest item in bytes (default 16 MiB)")
+    p.add_argument("--max-connections", dest="max_connections", type=int,
+                   help="connections served at once (default 4096)")
+    p.add_argument("--max-journal-size", dest="max_journal_size", type=int,
+                   help="truncate an empty queue's journal past this size (default 16 MiB)")
+    p.add_argument("--enable-shutdown", dest="enable_shutdown", action="store_true", default=None,
+                   help="let clients stop the server with `shutdown`")
+    p.add_argument("--flush-all-empties", dest="flush_all_empties", action="store_true",
+                   default=None, help="let `flush_all` empty every queue")
+    p.set_defaults(func=run)
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """Defaults, then the config file, then the flags given on the command line."""
+    config = load_config(args.config) if args.config else Config()
+    overrides = {}
+    for field in dataclasses.fields(ServerConfig):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            overrides[field.name] = Path(value) if field.name in ("queue_path", "log", "pid") else value
+    if args.sync is not None:
+        overrides["sync"] = args.sync
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, **overrides))
+
+
+def setup_logging(server: ServerConfig) -> None:
+    level = logging.WARNING - 10 * (server.verbose + 1)  # default INFO, -v DEBUG
+    handler = logging.FileHandler(server.log) if server.log else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(level, logging.DEBUG))
+
+
+def drop_privileges(user: str | None, group: str | None) -> None:
+    if group:
+        os.setgid(grp.getgrnam(group).gr_gid)
+    if user:
+        entry = pwd.getpwnam(user)
+        if not group:
+            os.setgid(entry.pw_gid)
+        os.initgroups(user, os.getgid())
+        os.setuid(entry.pw_uid)
+
+
+def run(args: argparse.Namespace) -> int:
+    from starlingpy.app import start_server  # heavy imports only for serve
+
+    try:
+        config = resolve_config(args)
+    except ConfigError as error:
+        print(f"starlingpy: {error}", file=sys.stderr)
+        return 2
+    return start_server(config)

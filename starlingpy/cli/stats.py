@@ -1,0 +1,85 @@
+"""`starlingpy stats [host:port] [--watch S]`: a readable view of a server's
+stats, one row per queue (what Starling's ``starling_top`` did)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+
+QUEUE_COLUMNS = ("items", "bytes", "total_items", "expired_items", "open_transactions",
+                 "waiters", "age", "logsize")
+HEADINGS = ("queue", "items", "bytes", "total", "expired", "open", "waiters", "age_ms", "logsize")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("stats", help="show a server's queues and counters")
+    p.add_argument("address", nargs="?", default="127.0.0.1:22122", help="host:port")
+    p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    p.add_argument("--timeout", type=float, default=5.0, help="socket timeout in seconds")
+    p.set_defaults(func=run)
+
+
+def fetch_stats(address: str, timeout: float = 5.0) -> dict[str, str]:
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout) as sock:
+        sock.sendall(b"stats\r\n")
+        buffer = b""
+        while not buffer.endswith(b"END\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            buffer += chunk
+    stats = {}
+    for line in buffer.decode("utf-8", "replace").split("\r\n"):
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0] == "STAT":
+            stats[parts[1]] = parts[2]
+    return stats
+
+
+def queue_rows(stats: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Per-queue values, keyed by queue name (names may contain underscores)."""
+    queues: dict[str, dict[str, str]] = {}
+    for key, value in stats.items():
+        if key.startswith("queue_") and key.endswith("_total_items"):
+            queues[key[len("queue_"):-len("_total_items")]] = {}
+    for name, row in queues.items():
+        for column in QUEUE_COLUMNS:
+            row[column] = stats.get(f"queue_{name}_{column}", "?")
+    return queues
+
+
+def render(address: str, stats: dict[str, str]) -> str:
+    lines = [f"starlingpy {stats.get('version', '?')} at {address}  pid {stats.get('pid', '?')}  "
+             f"uptime {stats.get('uptime', '?')}s  connections {stats.get('curr_connections', '?')}  "
+             f"items {stats.get('curr_items', '?')}  gets {stats.get('cmd_get', '?')} "
+             f"(hits {stats.get('get_hits', '?')})  sets {stats.get('cmd_set', '?')}"]
+    rows = [HEADINGS] + [(name, *(row[c] for c in QUEUE_COLUMNS))
+                         for name, row in sorted(queue_rows(stats).items())]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(HEADINGS))]
+    for row in rows:
+        lines.append("  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths))))
+    if len(rows) == 1:
+        lines.append("(no queues)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    while True:
+        try:
+            stats = fetch_stats(args.address, args.timeout)
+        except (OSError, ValueError) as error:
+            print(f"starlingpy stats: cannot read {args.address}: {error}", file=sys.stderr)
+            return 1
+        if args.watch:
+            sys.stdout.write("\x1b[H\x1b[2J")  # clear the screen between refreshes
+        print(render(args.address, stats), flush=True)
+        if not args.watch:
+            return 0
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
