@@ -94,7 +94,7 @@ async def test_error_replies_keep_the_connection_usable(client):
     assert await client.call(b"add q 0 0 3\r\nabc\r\n") == \
         b"SERVER_ERROR not supported by a queue server\r\n"
     assert await client.call(b"incr q 1\r\n") == b"SERVER_ERROR not supported by a queue server\r\n"
-    assert await client.call(b"version\r\n").startswith(b"VERSION starlingpy ")
+    assert (await client.call(b"version\r\n")).startswith(b"VERSION starlingpy ")
     assert await client.call(b"verbosity 1\r\n") == b"OK\r\n"
 
 

@@ -102,7 +102,7 @@ async def test_connections_past_the_limit_are_closed_at_once(nursery, tmp_path):
     running.server.request_shutdown()
 
 
-HOSTILE_NAMES = [b"..", b"../x", b"..%2fx", b"%2e%2e", b".hidden", b"a.b", b"\xc3\xa9t\xc3\xa9",
+HOSTILE_NAMES = [b"..", b"..%2fx", b"%2e%2e", b".hidden", b"a.b", b"\xc3\xa9t\xc3\xa9",
                  b"\xff\xfe", b"CON", b"x" * 250, b"-", b"_", b"%"]
 
 
@@ -116,7 +116,7 @@ async def test_hostile_queue_names_stay_inside_the_queue_directory(running, clie
     assert outside == [running.directory] or outside == []
     for path in running.directory.rglob("*"):
         assert path.resolve().is_relative_to(running.directory.resolve())
-    for name in (b"/etc/x", b"a/../../x"):
+    for name in (b"../x", b"/etc/x", b"a/../../x"):
         assert await client.call(b"set " + name + b" 0 0 2\r\nhi\r\n") == b"CLIENT_ERROR bad queue name\r\n"
 
 

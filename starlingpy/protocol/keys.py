@@ -1,0 +1,104 @@
+"""Checking queue names and parsing ``get`` keys (``QUEUES[/OPTION]...``).
+
+Pure functions over ``bytes``; every refusal is a :class:`ProtocolError`
+carrying the reply the client gets.
+"""
+
+from __future__ import annotations
+
+from .commands import GetKey
+from .errors import ProtocolError
+
+MAX_KEY_LENGTH = 250
+MAX_TIMEOUT_MS = 2**31 - 1
+
+BAD_FORMAT = b"CLIENT_ERROR bad command line format"
+BAD_QUEUE_NAME = b"CLIENT_ERROR bad queue name"
+
+# Bytes no key may hold (whitespace and control characters) ...
+_CONTROL = bytes(range(0x21)) + b"\x7f"
+# ... and the ones a plain queue name may not hold on top: option, priority,
+# fanout and reserved separators.
+_RESERVED = b"/|+~"
+NOT_PLAIN = _CONTROL + _RESERVED
+
+_FLAG_OPTIONS = {b"open": "open", b"close": "close", b"abort": "abort", b"peek": "peek"}
+
+# Parsed keys by raw key: workers poll the same few queues over and over, and a
+# GetKey is immutable, so sharing one saves its (slow, frozen) construction.
+_KEY_MEMO: dict[bytes, GetKey] = {}
+_KEY_MEMO_LIMIT = 1024
+
+
+def is_plain_queue_name(name: bytes) -> bool:
+    """True when ``name`` is a valid plain queue name (the common, fast case)."""
+    return 0 < len(name) <= MAX_KEY_LENGTH and len(name.translate(None, NOT_PLAIN)) == len(name)
+
+
+def queue_name_error(name: bytes) -> bytes | None:
+    """The reply refusing ``name`` as a plain queue name, or None when it is valid."""
+    if not 0 < len(name) <= MAX_KEY_LENGTH or len(name.translate(None, _CONTROL)) != len(name):
+        return BAD_FORMAT
+    if len(name.translate(None, _RESERVED)) != len(name):
+        return BAD_QUEUE_NAME
+    return None
+
+
+def check_queue_name(name: bytes, *, noreply: bool = False) -> bytes:
+    """Return ``name`` if it is a valid plain queue name, else raise ProtocolError
+    (with no reply under ``noreply``)."""
+    reply = queue_name_error(name)
+    if reply is not None:
+        raise ProtocolError(None if noreply else reply)
+    return name
+
+
+def parse_get_key(raw: bytes) -> GetKey:
+    """Parse one ``get`` key; raise ProtocolError (``bad command line format``
+    or ``bad queue name``) when it is malformed."""
+    key = _KEY_MEMO.get(raw)
+    if key is not None:
+        return key
+    if is_plain_queue_name(raw):
+        key = GetKey(raw, (raw,))
+    else:
+        key = _parse_compound_key(raw)
+    if len(_KEY_MEMO) >= _KEY_MEMO_LIMIT:
+        _KEY_MEMO.clear()  # crude but bounded; a hostile client only costs misses
+    _KEY_MEMO[raw] = key
+    return key
+
+
+def _parse_compound_key(raw: bytes) -> GetKey:
+    if not 0 < len(raw) <= MAX_KEY_LENGTH or len(raw.translate(None, _CONTROL)) != len(raw):
+        raise ProtocolError(BAD_FORMAT)
+    queue_part, slash, option_part = raw.partition(b"/")
+    queues = tuple(queue_part.split(b"|"))
+    for queue in queues:
+        # "/" cannot be here (partition) and "|" was split on: an empty name
+        # ("a||b", "/open") or "+" / "~" is what is left to refuse.
+        if not queue or len(queue.translate(None, _RESERVED)) != len(queue):
+            raise ProtocolError(BAD_QUEUE_NAME)
+    options: dict[str, bool] = {}
+    timeout_ms: int | None = None
+    if slash:
+        for option in option_part.split(b"/"):
+            name = _FLAG_OPTIONS.get(option)
+            if name is not None:
+                if name in options:
+                    raise ProtocolError(BAD_FORMAT)
+                options[name] = True
+            elif option.startswith(b"t="):
+                digits = option[2:]
+                if timeout_ms is not None or not (digits.isdigit() and len(digits) <= 10):
+                    raise ProtocolError(BAD_FORMAT)
+                timeout_ms = int(digits)
+                if timeout_ms > MAX_TIMEOUT_MS:
+                    raise ProtocolError(BAD_FORMAT)
+            else:
+                raise ProtocolError(BAD_FORMAT)
+    if "peek" in options and len(options) > 1:
+        raise ProtocolError(BAD_FORMAT)  # peek with open/close/abort
+    if "abort" in options and ("open" in options or "close" in options):
+        raise ProtocolError(BAD_FORMAT)
+    return GetKey(raw, queues, timeout_ms, **options)

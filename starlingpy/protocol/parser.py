@@ -1,0 +1,456 @@
+"""The sans-IO memcache text protocol parser: bytes in, commands out.
+
+Usage (the I/O shell owns the socket; this object owns only bytes)::
+
+    parser = Parser()
+    parser.feed(received)
+    while True:
+        try:
+            command = parser.next_command()
+        except ProtocolError as error:
+            send error.reply (unless None); close if error.close, else go on
+        if command is None:
+            break            # need more data
+        dispatch(command)
+
+Rules the parser keeps:
+
+- A command line ends in ``\\r\\n`` or a bare ``\\n``; tokens are separated
+  by spaces (as memcached: a tab is part of a token, and so makes it invalid).
+- Memory is bounded: an unfinished line is never held beyond ``max_line``
+  bytes (plus the chunk that overflowed it), and a data block over
+  ``max_item_size``, or one of a command we refuse, is dropped as it arrives.
+- Every error leaves the parser at the start of the next command, except
+  ``close=True`` errors, after which the caller must close the connection
+  (the parser then ignores input and raises that error again).
+- Any exception other than :class:`ProtocolError` is a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .commands import (
+    Command,
+    Delete,
+    Flush,
+    FlushAll,
+    Get,
+    Quit,
+    Set,
+    Shutdown,
+    Stats,
+    Verbosity,
+    Version,
+)
+from .errors import ProtocolError
+from .keys import (
+    BAD_FORMAT,
+    MAX_KEY_LENGTH,
+    NOT_PLAIN,
+    check_queue_name,
+    parse_get_key,
+    queue_name_error,
+)
+
+ERROR = b"ERROR"
+LINE_TOO_LONG = b"CLIENT_ERROR line too long"
+BAD_DATA_CHUNK = b"CLIENT_ERROR bad data chunk"
+TOO_LARGE = b"SERVER_ERROR object too large for cache"
+NOT_SUPPORTED = b"SERVER_ERROR not supported by a queue server"
+
+_NOREPLY = b"noreply"
+_MAX_U32 = 2**32 - 1
+_MAX_I64 = 2**63 - 1
+_MAX_DIGITS = 20  # guards int() against absurdly long digit strings
+_SMALL_BLOCK = 4096  # up to this, slicing is cheaper than a memoryview
+
+# `get <key>` commands by key. Workers poll the same few queues over and over
+# and a Get is immutable, so one object serves every poll (building a frozen
+# dataclass is a good part of the cost of parsing a get). Bounded: a client
+# cycling through keys only costs misses.
+_SINGLE_GETS: dict[bytes, Get] = {}
+_MEMO_LIMIT = 1024
+
+# What the parser is waiting for.
+_LINES = 0  # the next command line
+_BLOCK = 1  # the rest of a set's data block (held: it becomes the item)
+_DISCARD = 2  # the rest of a refused data block (dropped as it arrives)
+_SKIP = 3  # the end of a garbled line after a bad data chunk (dropped)
+_DEAD = 4  # nothing: a close=True error was raised
+
+
+def _unsigned(token: bytes, limit: int) -> int | None:
+    """``token`` as a decimal in 0..limit, or None."""
+    if token.isdigit() and len(token) <= _MAX_DIGITS:
+        value = int(token)
+        if value <= limit:
+            return value
+    return None
+
+
+def _signed64(token: bytes) -> int | None:
+    """``token`` as a signed 64-bit decimal, or None."""
+    if token[:1] == b"-":
+        value = _unsigned(token[1:], _MAX_I64 + 1)
+        return None if value is None else -value
+    return _unsigned(token, _MAX_I64)
+
+
+def _bad_format(tokens: list[bytes]) -> ProtocolError:
+    # A trailing noreply is honoured even on a malformed line, as memcached
+    # does: the client is not reading a reply, so one would desynchronise it.
+    return ProtocolError(None if tokens[-1] == _NOREPLY else BAD_FORMAT)
+
+
+class Parser:
+    """Incremental parser of client → server memcache text protocol bytes.
+
+    ``max_line`` bounds a command line (without its terminator);
+    ``max_item_size`` bounds a ``set`` data block: larger blocks are dropped
+    as they arrive and answered ``SERVER_ERROR object too large for cache``.
+    """
+
+    __slots__ = (
+        "_block",
+        "_buf",
+        "_discard_left",
+        "_error",
+        "_max_item_size",
+        "_max_line",
+        "_mode",
+        "_pos",
+        "_window",
+    )
+
+    def __init__(self, max_line: int = 2048, max_item_size: int = 16 * 1024 * 1024) -> None:
+        self._buf = bytearray()
+        self._pos = 0  # read offset; the parsed prefix is cut on feed() and when more data is needed
+        self._mode = _LINES
+        self._max_line = max_line
+        # A valid line and its terminator fit in max_line + 2 bytes, so that
+        # is as far as a search for "\n" ever needs to look.
+        self._window = max_line + 2
+        self._max_item_size = max_item_size
+        self._block: tuple[bytes, int, int, int, bool] | None = None
+        self._discard_left = 0
+        self._error: ProtocolError | None = None  # raised when a discard ends, or on every call once dead
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of input the parser holds.
+
+        Whenever next_command() has returned None this is exactly the input
+        not parsed yet (the parsed prefix is cut then, and on feed()).
+        """
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes. Never raises; errors surface in next_command()."""
+        mode = self._mode
+        if mode == _DEAD:
+            return
+        buf = self._buf
+        if self._pos:
+            # Cutting a bytearray's front is cheap in CPython (it moves the
+            # array's start instead of copying).
+            del buf[: self._pos]
+            self._pos = 0
+        buf += data
+        if mode == _DISCARD or mode == _SKIP:
+            self._drop()
+
+    def next_command(self) -> Command | None:
+        """Return the next complete command, or None when more data is needed.
+
+        Raises ProtocolError for input the protocol refuses (see its
+        ``reply`` and ``close``); after a ``close=False`` error the next call
+        continues with the input that follows.
+        """
+        if self._mode:
+            command = self._resume()
+            if command is not None or self._mode:
+                return command
+        buf = self._buf
+        pos = self._pos
+        newline = buf.find(b"\n", pos, pos + self._window)
+        if newline < 0:
+            if len(buf) - pos >= self._window:
+                self._die(LINE_TOO_LONG)
+            if pos:
+                del buf[:pos]
+                self._pos = 0
+            return None
+        self._pos = newline + 1
+        end = newline - 1 if newline > pos and buf[newline - 1] == 13 else newline
+        if end - pos > self._max_line:
+            self._die(LINE_TOO_LONG)
+        tokens = bytes(buf[pos:end]).split(b" ")
+        if b"" in tokens:  # runs of spaces, or leading/trailing ones: rare
+            tokens = [token for token in tokens if token]
+            if not tokens:
+                raise ProtocolError(ERROR)
+        handler = _HANDLERS.get(tokens[0])
+        if handler is None:
+            raise ProtocolError(ERROR)
+        return handler(self, tokens)
+
+    # -- modes other than reading lines ------------------------------------
+
+    def _resume(self) -> Command | None:
+        """Continue a block, discard or skip; None if still waiting (or done)."""
+        mode = self._mode
+        if mode == _BLOCK:
+            assert self._block is not None
+            return self._take_block(*self._block)
+        if mode == _DEAD:
+            assert self._error is not None
+            # A fresh exception each time: re-raising one object would keep
+            # growing its traceback.
+            raise ProtocolError(self._error.reply, close=True)
+        self._drop()
+        if self._mode == _DISCARD and not self._discard_left:
+            error, self._error = self._error, None
+            self._mode = _LINES
+            assert error is not None
+            raise error
+        return None
+
+    def _drop(self) -> None:
+        """Drop input a discard or skip is swallowing, without holding it."""
+        buf = self._buf
+        if self._mode == _DISCARD:
+            available = len(buf) - self._pos
+            if available >= self._discard_left:
+                self._pos += self._discard_left
+                self._discard_left = 0
+            else:
+                self._discard_left -= available
+                del buf[:]
+                self._pos = 0
+        elif self._mode == _SKIP:
+            newline = buf.find(b"\n", self._pos)
+            if newline < 0:
+                del buf[:]
+                self._pos = 0
+            else:
+                self._pos = newline + 1
+                self._mode = _LINES
+
+    def _discard_then_raise(self, count: int, error: ProtocolError) -> None:
+        """Swallow the next ``count`` bytes, then raise ``error`` (now, if they are here)."""
+        self._mode = _DISCARD
+        self._discard_left = count
+        self._error = error
+        self._drop()
+        if not self._discard_left:
+            self._mode = _LINES
+            self._error = None
+            raise error
+
+    def _die(self, reply: bytes) -> None:
+        self._mode = _DEAD
+        self._error = ProtocolError(reply, close=True)
+        del self._buf[:]
+        self._pos = 0
+        raise self._error
+
+    def _take_block(self, queue: bytes, flags: int, exptime: int, size: int, noreply: bool) -> Set | None:
+        """Build the Set once its data block and ``\\r\\n`` are all here."""
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < size + 2:
+            if self._mode != _BLOCK:
+                self._mode = _BLOCK
+                self._block = (queue, flags, exptime, size, noreply)
+            if pos:
+                del buf[:pos]
+                self._pos = 0
+            return None
+        self._mode = _LINES
+        self._block = None
+        end = pos + size
+        if buf[end] != 13 or buf[end + 1] != 10:
+            # Resynchronise at the next newline from the end of the declared
+            # block: that is where the real end of the client's block is.
+            self._pos = end
+            self._mode = _SKIP
+            raise ProtocolError(None if noreply else BAD_DATA_CHUNK)
+        self._pos = end + 2
+        if size <= _SMALL_BLOCK:
+            data = bytes(buf[pos:end])
+        else:
+            # One copy instead of two (slice, then bytes); the view is
+            # released before the buffer can be resized again.
+            with memoryview(buf) as view:
+                data = bytes(view[pos:end])
+        return Set(queue, flags, exptime, data, noreply)
+
+    # -- command handlers: (parser, tokens) -> Command | None ---------------
+
+    def _set(self, tokens: list[bytes]) -> Set | None:
+        count = len(tokens)
+        noreply = count == 6 and tokens[5] == _NOREPLY
+        if count != 5 and not noreply:
+            raise _bad_format(tokens)
+        queue, flags_token, exptime_token, size_token = tokens[1], tokens[2], tokens[3], tokens[4]
+        if (  # the common case, without a call per field
+            flags_token.isdigit()
+            and exptime_token.isdigit()
+            and size_token.isdigit()
+            and len(flags_token) <= 10
+            and len(exptime_token) <= 18  # < 10**18: fits in 63 bits
+            and len(size_token) <= 18
+        ):
+            flags_value = int(flags_token)
+            flags: int | None = flags_value if flags_value <= _MAX_U32 else None
+            exptime: int | None = int(exptime_token)
+            size: int | None = int(size_token)
+        else:
+            flags = _unsigned(flags_token, _MAX_U32)
+            exptime = _signed64(exptime_token)
+            size = _unsigned(size_token, _MAX_I64)
+        if flags is None or exptime is None or size is None:
+            raise _bad_format(tokens)
+        if not (len(queue) <= MAX_KEY_LENGTH and len(queue.translate(None, NOT_PLAIN)) == len(queue)):
+            # The block's length is known: swallow it, so its bytes are never
+            # read as commands (a block saying "delete q" must not run).
+            reply = queue_name_error(queue)
+            self._discard_then_raise(size + 2, ProtocolError(None if noreply else reply))
+            return None
+        if size > self._max_item_size:
+            self._discard_then_raise(size + 2, ProtocolError(None if noreply else TOO_LARGE))
+            return None
+        buf = self._buf
+        pos = self._pos
+        end = pos + size
+        if len(buf) >= end + 2 and buf[end] == 13 and buf[end + 1] == 10 and size <= _SMALL_BLOCK:
+            self._pos = end + 2  # block already here, and well ended: the fast path
+            return Set(queue, flags, exptime, bytes(buf[pos:end]), noreply)
+        return self._take_block(queue, flags, exptime, size, noreply)
+
+    def _get(self, tokens: list[bytes]) -> Get:
+        if len(tokens) == 2:
+            raw = tokens[1]
+            command = _SINGLE_GETS.get(raw)
+            if command is None:
+                command = Get((parse_get_key(raw),))
+                if len(_SINGLE_GETS) >= _MEMO_LIMIT:
+                    _SINGLE_GETS.clear()
+                _SINGLE_GETS[raw] = command
+            return command
+        if len(tokens) == 1:
+            raise ProtocolError(ERROR)
+        return Get(tuple([parse_get_key(raw) for raw in tokens[1:]]))
+
+    def _gets(self, tokens: list[bytes]) -> Get:
+        if len(tokens) == 1:
+            raise ProtocolError(ERROR)
+        return Get(tuple([parse_get_key(raw) for raw in tokens[1:]]), cas=True)
+
+    def _delete(self, tokens: list[bytes]) -> Delete:
+        # delete <q> [<time>] [noreply]; the time is accepted and ignored.
+        count = len(tokens)
+        noreply = tokens[-1] == _NOREPLY and count > 2
+        fields = count - noreply
+        if fields == 3:
+            if _unsigned(tokens[2], _MAX_I64) is None:
+                raise _bad_format(tokens)
+        elif fields != 2:
+            raise _bad_format(tokens)
+        return Delete(check_queue_name(tokens[1], noreply=noreply), noreply)
+
+    def _flush(self, tokens: list[bytes]) -> Flush:
+        if len(tokens) != 2:
+            raise _bad_format(tokens)
+        return Flush(check_queue_name(tokens[1]))
+
+    def _flush_all(self, tokens: list[bytes]) -> FlushAll:
+        count = len(tokens)
+        noreply = tokens[-1] == _NOREPLY and count > 1
+        fields = count - noreply
+        delay = 0
+        if fields == 2:
+            value = _unsigned(tokens[1], _MAX_I64)
+            if value is None:
+                raise _bad_format(tokens)
+            delay = value
+        elif fields != 1:
+            raise _bad_format(tokens)
+        return FlushAll(delay, noreply)
+
+    def _stats(self, tokens: list[bytes]) -> Stats:
+        if len(tokens) > 2:
+            raise ProtocolError(BAD_FORMAT)
+        return Stats(tokens[1] if len(tokens) == 2 else None)
+
+    def _verbosity(self, tokens: list[bytes]) -> Verbosity:
+        count = len(tokens)
+        noreply = count == 3 and tokens[2] == _NOREPLY
+        level = _unsigned(tokens[1], _MAX_U32) if count == 2 or noreply else None
+        if level is None:
+            raise _bad_format(tokens)
+        return Verbosity(level, noreply)
+
+    def _version(self, tokens: list[bytes]) -> Version:
+        if len(tokens) != 1:
+            raise ProtocolError(BAD_FORMAT)
+        return Version()
+
+    def _quit(self, tokens: list[bytes]) -> Quit:
+        if len(tokens) != 1:
+            raise ProtocolError(BAD_FORMAT)
+        return Quit()
+
+    def _shutdown(self, tokens: list[bytes]) -> Shutdown:
+        if len(tokens) != 1:
+            raise ProtocolError(BAD_FORMAT)
+        return Shutdown()
+
+    def _refuse_storage(self, tokens: list[bytes]) -> None:
+        """add/replace/append/prepend/cas: swallow the block, then refuse."""
+        fields = 6 if tokens[0] == b"cas" else 5
+        count = len(tokens)
+        noreply = count == fields + 1 and tokens[-1] == _NOREPLY
+        if count != fields and not noreply:
+            raise _bad_format(tokens)
+        numbers_ok = (
+            _unsigned(tokens[2], _MAX_U32) is not None
+            and _signed64(tokens[3]) is not None
+            and (fields == 5 or _unsigned(tokens[5], 2**64 - 1) is not None)
+        )
+        size = _unsigned(tokens[4], _MAX_I64)
+        if not numbers_ok or size is None:
+            raise _bad_format(tokens)
+        self._discard_then_raise(size + 2, ProtocolError(None if noreply else NOT_SUPPORTED))
+
+    def _refuse_simple(self, tokens: list[bytes]) -> None:
+        """incr/decr/touch (``<key> <number> [noreply]``): refuse, no block."""
+        count = len(tokens)
+        noreply = count == 4 and tokens[3] == _NOREPLY
+        if count != 3 and not noreply:
+            raise _bad_format(tokens)
+        raise ProtocolError(None if noreply else NOT_SUPPORTED)
+
+
+_HANDLERS: dict[bytes, Callable[[Parser, list[bytes]], Command | None]] = {
+    b"get": Parser._get,
+    b"gets": Parser._gets,
+    b"set": Parser._set,
+    b"delete": Parser._delete,
+    b"flush": Parser._flush,
+    b"flush_all": Parser._flush_all,
+    b"stats": Parser._stats,
+    b"version": Parser._version,
+    b"verbosity": Parser._verbosity,
+    b"quit": Parser._quit,
+    b"shutdown": Parser._shutdown,
+    b"add": Parser._refuse_storage,
+    b"replace": Parser._refuse_storage,
+    b"append": Parser._refuse_storage,
+    b"prepend": Parser._refuse_storage,
+    b"cas": Parser._refuse_storage,
+    b"incr": Parser._refuse_simple,
+    b"decr": Parser._refuse_simple,
+    b"touch": Parser._refuse_simple,
+}
