@@ -12,6 +12,8 @@ import trio
 from pymemcache import serde
 from pymemcache.client.base import Client as MemcacheClient
 
+from starlingpy.collection import QueueCollection, StartupError
+from starlingpy.journal import SyncPolicy
 from tests.integration.conftest import start_server
 
 
@@ -146,3 +148,37 @@ async def test_pymemcache_interop_noreply_and_serde_flags(running):
     assert result["version"].startswith(b"starlingpy")
     assert result["stats"][b"queue_interop_total_items"] == 10
     assert pymemcache.__version__
+
+
+async def test_idle_connections_are_closed_after_the_timeout(nursery, tmp_path):
+    running = await start_server(nursery, tmp_path / "s", idle_timeout=0.2)
+    idle = await running.connect()
+    assert (await idle.call(b"version\r\n")).startswith(b"VERSION")
+    assert await idle.read_eof() == b""
+    running.server.request_shutdown()
+
+
+async def test_shutdown_answers_blocked_waiters_and_puts_open_items_back(nursery, tmp_path):
+    running = await start_server(nursery, tmp_path / "s")
+    holder = await running.connect()
+    await holder.call(b"set r 0 0 1\r\nx\r\n")
+    assert await holder.call(b"get r/open\r\n", b"END\r\n") == b"VALUE r/open 0 1\r\nx\r\nEND\r\n"
+    waiter = await running.connect()
+    await waiter.send(b"get never/t=60000\r\n")
+    with trio.fail_after(10):
+        while not running.collection.statistics().get(b"never") or \
+                running.collection.statistics()[b"never"].waiters != 1:
+            await trio.sleep(0.005)
+    running.server.request_shutdown()
+    assert await waiter.read_eof() == b"END\r\n"
+    assert await holder.read_eof() == b""
+    # the server closed its journals; reopening shows the item back in place
+    with trio.fail_after(10):
+        while True:
+            try:  # the lock is released once the server has closed its journals
+                reopened = QueueCollection.open(running.directory, sync=SyncPolicy.parse("never"))
+                break
+            except StartupError:
+                await trio.sleep(0.01)
+    assert reopened.get(b"r").take_nowait().data == b"x"
+    reopened.close()
