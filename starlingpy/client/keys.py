@@ -1,0 +1,67 @@
+"""Queue names and the get-key syntax of PROTOCOL.md (``a|b/t=500/open``).
+
+pymemcache's own key check (``check_key``) only refuses whitespace, NUL and
+keys over 250 bytes, and with ``allow_unicode_keys=False`` it refuses
+non-ASCII ``str`` keys. It lets ``/`` and ``|`` through, which we need for
+options and priority alternatives, but it would also let through names that
+*contain* them, which the server would read as options. So the client
+validates queue names itself, builds the key, encodes it to UTF-8 bytes and
+hands pymemcache bytes: its check then only re-confirms what we checked.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .errors import InvalidQueueName
+
+MAX_KEY_BYTES = 250
+RESERVED = frozenset("/|+~")
+
+
+def check_queue_name(name: str) -> str:
+    """Return ``name`` if the protocol can carry it as one plain queue name."""
+    if not isinstance(name, str):
+        raise InvalidQueueName(f"queue name must be str, got {type(name).__name__}")
+    if not name:
+        raise InvalidQueueName("queue name is empty")
+    for char in name:
+        if char in RESERVED:
+            raise InvalidQueueName(f"queue name {name!r} contains reserved {char!r}")
+        if ord(char) < 0x21 or ord(char) == 0x7F or char.isspace():
+            raise InvalidQueueName(f"queue name {name!r} contains whitespace or a control character")
+    if len(name.encode("utf-8")) > MAX_KEY_BYTES:
+        raise InvalidQueueName(f"queue name {name!r} is over {MAX_KEY_BYTES} bytes")
+    return name
+
+
+def queue_list(queues: str | Sequence[str]) -> list[str]:
+    """Normalise ``"a"`` or ``["a", "b"]`` to a validated, non-empty list."""
+    names = [queues] if isinstance(queues, str) else list(queues)
+    if not names:
+        raise InvalidQueueName("no queue given")
+    return [check_queue_name(name) for name in names]
+
+
+def build_key(queues: Sequence[str], *, wait: float | None = None, open_: bool = False,
+              close: bool = False, abort: bool = False, peek: bool = False) -> bytes:
+    """The wire key for a get: alternatives joined by ``|``, then options.
+
+    ``wait`` is in seconds and becomes ``/t=<ms>`` (at least 1 ms: ``/t=0``
+    would be no wait at all).
+    """
+    key = "|".join(queues)
+    if wait is not None and wait > 0:
+        key += f"/t={max(1, int(wait * 1000))}"
+    if close:
+        key += "/close"
+    if open_:
+        key += "/open"
+    if abort:
+        key += "/abort"
+    if peek:
+        key += "/peek"
+    raw = key.encode("utf-8")
+    if len(raw) > MAX_KEY_BYTES:
+        raise InvalidQueueName(f"key {key!r} is over {MAX_KEY_BYTES} bytes")
+    return raw
