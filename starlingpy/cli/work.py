@@ -1,0 +1,153 @@
+"""``starlingpy work MODULE``: run worker processes for a task module.
+
+    starlingpy work myapp.tasks --queues pulls,pushes --instances 4 --server 127.0.0.1:22122
+
+MODULE is a dotted module name (importable from the current directory) or a
+path to a ``.py`` file, optionally ``:name`` to pick the TaskSet when the
+module has several. Every SQLAlchemy Engine among the module's globals is
+registered with the worker (verified before each message, fork-safe).
+``--instances`` defaults to one per core; with more than one, a parent
+process supervises that many worker processes (see
+:mod:`starlingpy.worker.pool`).
+
+Exit status: 0 after a warm stop (or a finished ``--burst``), 1 after a cold
+stop or when workers crashed, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import ModuleType
+
+__all__ = ["register", "run", "load_taskset"]
+
+DEFAULT_SERVER = "127.0.0.1:22122"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("work", help="run worker processes for a task module",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("module", help="task module: dotted name or file.py, optionally :taskset")
+    parser.add_argument("--queues", help="comma-separated queues in priority order "
+                                         "(default: the task set's queues)")
+    parser.add_argument("--instances", "-n", type=int, default=os.cpu_count() or 1,
+                        help="worker processes (default: one per core)")
+    parser.add_argument("--server", "-s", action="append", default=[],
+                        help="queue server host:port (repeatable or comma-separated; default: "
+                             "the task set's client, else " + DEFAULT_SERVER + ")")
+    parser.add_argument("--burst", action="store_true", help="exit once every queue is empty")
+    parser.add_argument("--max-messages", type=int, default=None, help="exit after this many messages")
+    parser.add_argument("--wait-timeout", type=float, default=5.0,
+                        help="seconds one blocking get waits (default 5)")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if args.instances < 1:
+        print("starlingpy work: --instances must be >= 1", file=sys.stderr)
+        return 2
+    if args.instances > 1 and args.parent_pid is None:
+        return _run_pool(args)
+    return _run_worker(args)
+
+
+def _run_pool(args: argparse.Namespace) -> int:
+    from starlingpy.worker.pool import WorkerPool, worker_command
+
+    tail = ["--wait-timeout", str(args.wait_timeout), "--log-level", args.log_level]
+    if args.queues:
+        tail += ["--queues", args.queues]
+    for server in args.server:
+        tail += ["--server", server]
+    if args.burst:
+        tail.append("--burst")
+    if args.max_messages is not None:
+        tail += ["--max-messages", str(args.max_messages)]
+    env = dict(os.environ)
+    # Children import MODULE from the directory the parent was started in.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+    return WorkerPool(worker_command(args.module, tail), args.instances, env=env).run()
+
+
+def _stop_before_start(signum, frame) -> None:
+    raise SystemExit(0)  # nothing taken yet, nothing to finish
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    # Until the worker installs its own handlers, a stop just exits.
+    signal.signal(signal.SIGTERM, _stop_before_start)
+    signal.signal(signal.SIGINT, _stop_before_start)
+    from sqlalchemy.engine import Engine
+
+    from starlingpy.client import Client
+    from starlingpy.worker.loop import Worker
+    from starlingpy.worker.pool import die_with_parent
+
+    if args.parent_pid is not None:
+        die_with_parent(args.parent_pid)
+    try:
+        taskset, module = load_taskset(args.module)
+    except (ImportError, LookupError) as exc:
+        print(f"starlingpy work: {exc}", file=sys.stderr)
+        return 2
+    servers = [s for value in args.server for s in value.split(",") if s]
+    if servers:
+        client = Client(servers)
+    elif taskset.client_factory is not None:
+        client = taskset.client
+    else:
+        client = Client([DEFAULT_SERVER])
+    queues = [q for q in (args.queues or "").split(",") if q] or None
+    engines = [value for value in vars(module).values() if isinstance(value, Engine)]
+    worker = Worker(taskset, queues, client=client, engines=engines, wait_timeout=args.wait_timeout)
+    worker.install_signal_handlers()
+    try:
+        worker.work(burst=args.burst, max_messages=args.max_messages)
+    finally:
+        client.close()  # also aborts a read a stop interrupted
+    return 1 if worker.stop_requested == "cold" else 0
+
+
+def load_taskset(spec: str):
+    """Import ``module[:name]`` (dotted name or ``.py`` path) and return
+    ``(taskset, module)``. Raises ImportError or LookupError."""
+    from starlingpy.worker.tasks import TaskSet
+
+    target, _, name = spec.partition(":")
+    module = _import(target)
+    if name:
+        found = getattr(module, name, None)
+        if not isinstance(found, TaskSet):
+            raise LookupError(f"{target} has no TaskSet named {name!r}")
+        return found, module
+    sets = [value for value in vars(module).values() if isinstance(value, TaskSet)]
+    if len(sets) != 1:
+        raise LookupError(f"{target} defines {len(sets)} TaskSets; name one as {target}:NAME")
+    return sets[0], module
+
+
+def _import(target: str) -> ModuleType:
+    if target.endswith(".py") or os.sep in target:
+        path = Path(target).resolve()
+        if not path.is_file():
+            raise ImportError(f"no such file: {target}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        return module
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: the app's own package
+    return importlib.import_module(target)

@@ -1,0 +1,256 @@
+"""The worker loop: take a message in strict queue priority, run its task,
+confirm it. Readable top to bottom: :meth:`Worker.work` is the loop,
+:meth:`Worker.handle` is one message.
+
+Delivery is at-least-once. A message is taken with a reliable read
+(``get pulls|pushes/.../open`` through the client) and confirmed only after
+its task finished, was re-queued for another attempt, or was moved to the
+failure queue. If the process dies in between, the server gives the message
+to another worker. Against a server without reliable reads (a plain memcache
+or Ruby Starling server) the loop falls back to plain gets, polling in
+priority order with back-off: delivery is then at-most-once, and the worker
+says so loudly in its log.
+
+Stopping (rq's rules): the first SIGTERM/SIGINT is a *warm* stop: the
+current message is finished, then ``work`` returns; if the worker is idle it
+returns at once. The second is a *cold* stop: :class:`ColdStop` is raised
+wherever the worker is, the open read is aborted (the message goes back to
+the head of its queue) and ``work`` returns. Both derive from
+``BaseException`` so a task's ``except Exception`` cannot swallow them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Iterator, Sequence
+
+from starlingpy.client import ClientError, Message, UnsupportedFeature
+from starlingpy.client.errors import ConfirmFailed
+from starlingpy.client.keys import check_queue_name
+from starlingpy.worker.db import Databases
+from starlingpy.worker.tasks import BadMessage, FailureRecord, TaskMessage, TaskSet
+
+__all__ = ["Worker", "WorkerStatistics", "StopRequested", "WarmStop", "ColdStop"]
+
+log = logging.getLogger("starlingpy.worker")
+
+# Back-off while the queue server (or a database) is unreachable.
+_BACKOFF_MIN, _BACKOFF_MAX = 0.25, 5.0
+
+
+class StopRequested(BaseException):
+    """Base of the stop signals; not an Exception, so tasks cannot catch it
+    with ``except Exception``."""
+
+
+class WarmStop(StopRequested):
+    """Raised only while idle: nothing to finish, stop now."""
+
+
+class ColdStop(StopRequested):
+    """Second signal: abort the current message and stop now."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerStatistics:
+    handled: int       # messages taken and dealt with (any outcome below)
+    succeeded: int
+    retried: int       # re-queued for another attempt
+    failed: int        # moved to the failure queue after the last attempt
+    rejected: int      # undecodable or unknown task: moved to the failure queue
+
+
+class _DatabaseUnavailable(Exception):
+    """Verification could not reach a database: put the message back."""
+
+
+class Worker:
+    """Runs the tasks of ``taskset`` from ``queues`` (priority order; default:
+    the task set's queues in definition order).
+
+    ``client``: the queue client (default ``taskset.client``). ``engines``:
+    SQLAlchemy engines verified before each message (see
+    :mod:`starlingpy.worker.db`). ``wait_timeout``: seconds one blocking get
+    waits before the loop checks its stop flag again. ``reliable``: True
+    requires reliable reads, False never uses them, None (default) uses them
+    where the server has them.
+    """
+
+    def __init__(self, taskset: TaskSet, queues: Sequence[str] | None = None, client=None,
+                 engines: Iterable = (), *, wait_timeout: float = 5.0,
+                 reliable: bool | None = None, name: str | None = None) -> None:
+        self.taskset = taskset
+        self.queues = list(queues) if queues else taskset.queues
+        if not self.queues:
+            raise ValueError("a worker needs at least one queue")
+        for queue in [*self.queues, taskset.failure_queue]:
+            check_queue_name(queue)  # a bad name fails here, not in an endless retry loop
+        self.client = client if client is not None else taskset.client
+        self.databases = Databases(engines)
+        self.wait_timeout = wait_timeout
+        self.reliable = reliable
+        self.name = name or taskset.name
+        self.stop_requested: str | None = None   # None, "warm" or "cold"
+        self._busy = False
+        self._counts = dict(handled=0, succeeded=0, retried=0, failed=0, rejected=0)
+
+    # -- the loop ---------------------------------------------------------
+
+    def work(self, burst: bool = False, max_messages: int | None = None) -> int:
+        """Handle messages until stopped; returns how many were handled.
+
+        ``burst``: return as soon as every queue is empty. ``max_messages``:
+        return after that many. Raises the client's errors only in burst mode
+        (otherwise it backs off and retries while the server is down).
+        """
+        handled = 0
+        backoff = _BACKOFF_MIN
+        log.info("worker %s starting on queues %s", self.name, ",".join(self.queues))
+        try:
+            while self.stop_requested is None:
+                if max_messages is not None and handled >= max_messages:
+                    break
+                try:
+                    got_one = self._take_and_handle(timeout=0 if burst else self.wait_timeout)
+                except (ClientError, _DatabaseUnavailable) as exc:
+                    if burst:
+                        raise
+                    log.warning("worker %s: %s; retrying in %.2fs", self.name, exc, backoff)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                    continue
+                backoff = _BACKOFF_MIN
+                if got_one:
+                    handled += 1
+                elif burst:
+                    break
+        except StopRequested as stop:
+            log.info("worker %s: %s", self.name, "cold stop: message aborted" if isinstance(stop, ColdStop)
+                     else "stopped while idle")
+        log.info("worker %s stopping after %d message(s)", self.name, handled)
+        return handled
+
+    def _take_and_handle(self, timeout: float) -> bool:
+        try:
+            with self._take(timeout) as message:
+                if message is None:
+                    return False
+                # Busy until the confirmation is sent too: a warm stop must
+                # not interrupt it (the message would come back, done twice).
+                self._busy = True
+                self.handle(message)
+        finally:
+            self._busy = False
+        return True
+
+    @contextlib.contextmanager
+    def _take(self, timeout: float) -> Iterator[Message | None]:
+        """A message from the first non-empty queue, held open until the
+        block ends (confirmed) or raises (aborted)."""
+        if self.reliable is not False:
+            reading = self.client.reliable(self.queues, timeout=timeout or None)
+            try:
+                message = reading.__enter__()
+            except UnsupportedFeature as exc:
+                if self.reliable:
+                    raise
+                log.warning("worker %s: server has no reliable reads (%s); falling back to plain "
+                            "gets: a worker that dies mid-task LOSES its message", self.name, exc)
+                self.reliable = False
+            else:
+                try:
+                    yield message
+                except BaseException:
+                    if not reading.__exit__(*sys.exc_info()):  # aborts the message
+                        raise
+                    return
+                try:
+                    reading.__exit__(None, None, None)  # confirms the message
+                except ConfirmFailed as exc:
+                    log.warning("worker %s: %s", self.name, exc)  # it will be delivered again
+                return
+        yield self.client.get_first(self.queues, timeout=timeout or None)
+
+    # -- one message ------------------------------------------------------
+
+    def handle(self, message: Message) -> str:
+        """Run one message's task and dispose of the message: done, re-queued
+        for another attempt, or moved to the failure queue. Returns the
+        outcome. Raises only what must abort the message (stop signals, an
+        unreachable queue server or database)."""
+        started = time.monotonic()
+        task_msg = task = None
+        try:
+            task_msg = TaskMessage.decode(message.raw)
+            task = self.taskset.get(task_msg.task)
+            if task is None:
+                raise BadMessage(f"unknown task {task_msg.task!r}")
+        except BadMessage as exc:
+            reason = "unknown_task" if task_msg is not None else "undecodable"
+            self._send_failure(FailureRecord(reason=reason, error=str(exc), queue=message.queue,
+                                             message=task_msg,
+                                             raw=None if task_msg is not None else message.raw))
+            return self._finish("rejected", message, task_msg, started, str(exc))
+
+        try:
+            self.databases.verify()
+        except Exception as exc:
+            raise _DatabaseUnavailable(f"database verification failed: {exc}") from exc
+        try:
+            with self.databases.message_scope(verify_first=False):
+                task.func(*task_msg.args, **task_msg.kwargs)
+        except Exception as exc:
+            if task_msg.attempt < task.max_attempts:
+                self.taskset.send(message.queue, task_msg.next_attempt(), client=self.client)
+                return self._finish("retried", message, task_msg, started, repr(exc))
+            self._send_failure(FailureRecord(reason="failed", error=repr(exc), queue=message.queue,
+                                             message=task_msg, traceback=traceback.format_exc()))
+            return self._finish("failed", message, task_msg, started, repr(exc))
+        return self._finish("succeeded", message, task_msg, started)
+
+    def _send_failure(self, record: FailureRecord) -> None:
+        self.taskset.send_failure(record, client=self.client)
+
+    def _finish(self, outcome: str, message: Message, task_msg: TaskMessage | None,
+                started: float, detail: str = "") -> str:
+        self._counts["handled"] += 1
+        self._counts[outcome] += 1
+        elapsed = time.monotonic() - started
+        level = logging.INFO if outcome == "succeeded" else logging.WARNING
+        log.log(level, "task=%s id=%s queue=%s attempt=%s outcome=%s time=%.3fs%s",
+                task_msg.task if task_msg else "?", task_msg.id if task_msg else "?",
+                message.queue, task_msg.attempt if task_msg else "?", outcome, elapsed,
+                f" error={detail}" if detail else "")
+        return outcome
+
+    def statistics(self) -> WorkerStatistics:
+        return WorkerStatistics(**self._counts)
+
+    # -- stopping ---------------------------------------------------------
+
+    def request_stop(self, cold: bool = False) -> None:
+        """Ask the loop to stop: warm (finish the current message) or cold.
+        Safe from a signal handler; raises a StopRequested when the loop must
+        be interrupted where it is (idle, or cold)."""
+        if cold or self.stop_requested is not None:
+            self.stop_requested = "cold"
+            raise ColdStop()
+        self.stop_requested = "warm"
+        if not self._busy:
+            raise WarmStop()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT: first warm, second cold (main thread only)."""
+        def on_signal(signum, frame):
+            log.info("worker %s: got %s (%s stop)", self.name, signal.Signals(signum).name,
+                     "warm" if self.stop_requested is None else "cold")
+            self.request_stop()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, on_signal)

@@ -1,0 +1,235 @@
+"""Tasks: named functions bound to queues, and the message format.
+
+One module lists an application's tasks::
+
+    from starlingpy.client import Client
+    from starlingpy.worker import TaskSet
+
+    tasks = TaskSet("grader", client_factory=lambda: Client(["127.0.0.1:22122"]))
+
+    @tasks.task(queue="pulls", max_attempts=3)
+    def grade(submission_id: int) -> None:
+        ...
+
+    grade.push(42)       # web tier: enqueue; a worker calls grade(42)
+    grade(42)            # still a plain function: runs here and now
+
+Message format (JSON, flags FLAG_JSON), version 1::
+
+    {"v": 1, "id": "<32 hex>", "task": "grade", "args": [42], "kwargs": {},
+     "enqueued_at": 1764250000.25, "attempt": 1}
+
+``attempt`` counts from 1; a retry is a new message with the same ``id`` and
+``attempt + 1``. A reader rejects (to the failure queue) a message whose
+``v`` it does not know, so the format can evolve: add fields freely, bump
+``v`` only for a change old workers must not misread.
+
+Failure records (pushed to the task set's failure queue) are JSON too::
+
+    {"v": 1, "kind": "failure", "reason": "undecodable"|"unknown_task"|"failed",
+     "error": "...", "traceback": "..."|null, "queue": "<where it came from>",
+     "failed_at": <unix time>, "message": {...}|null, "raw": "<base64>"|null}
+
+``message`` is the decoded message (``raw`` is then null); an undecodable
+item keeps its bytes in ``raw`` so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["TaskSet", "Task", "TaskMessage", "BadMessage", "FailureRecord", "MESSAGE_VERSION"]
+
+MESSAGE_VERSION = 1
+
+
+class BadMessage(ValueError):
+    """An item that is not a task message this code understands."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskMessage:
+    """One task invocation on the wire."""
+
+    task: str
+    args: tuple = ()
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    enqueued_at: float = dataclasses.field(default_factory=time.time)
+    attempt: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": MESSAGE_VERSION, "id": self.id, "task": self.task, "args": list(self.args),
+                "kwargs": dict(self.kwargs), "enqueued_at": self.enqueued_at, "attempt": self.attempt}
+
+    def next_attempt(self) -> "TaskMessage":
+        return dataclasses.replace(self, attempt=self.attempt + 1, enqueued_at=time.time())
+
+    @classmethod
+    def decode(cls, data: bytes | str | dict) -> "TaskMessage":
+        """Parse a message from the item's bytes (or an already decoded
+        dict). Raises :class:`BadMessage` with the reason."""
+        if isinstance(data, (bytes, bytearray, str)):
+            try:
+                data = json.loads(data)
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise BadMessage(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadMessage(f"not a JSON object: {type(data).__name__}")
+        if data.get("v") != MESSAGE_VERSION:
+            raise BadMessage(f"unknown message version {data.get('v')!r}")
+        task, args, kwargs = data.get("task"), data.get("args", []), data.get("kwargs", {})
+        msg_id, enqueued_at, attempt = data.get("id"), data.get("enqueued_at"), data.get("attempt", 1)
+        if not isinstance(task, str) or not task:
+            raise BadMessage("missing task name")
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise BadMessage("args must be a list and kwargs an object")
+        if not isinstance(msg_id, str) or not msg_id:
+            raise BadMessage("missing message id")
+        if not isinstance(enqueued_at, (int, float)) or isinstance(enqueued_at, bool):
+            raise BadMessage("missing enqueue time")
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+            raise BadMessage(f"bad attempt number {attempt!r}")
+        return cls(task=task, args=tuple(args), kwargs=kwargs, id=msg_id,
+                   enqueued_at=float(enqueued_at), attempt=attempt)
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureRecord:
+    """What the failure queue holds for one message that could not be done."""
+
+    reason: str            # "undecodable" | "unknown_task" | "failed"
+    error: str
+    queue: str
+    message: TaskMessage | None = None
+    raw: bytes | None = None
+    traceback: str | None = None
+    failed_at: float = dataclasses.field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": MESSAGE_VERSION, "kind": "failure", "reason": self.reason, "error": self.error,
+                "traceback": self.traceback, "queue": self.queue, "failed_at": self.failed_at,
+                "message": self.message.to_dict() if self.message else None,
+                "raw": base64.b64encode(self.raw).decode("ascii") if self.raw is not None else None}
+
+    @classmethod
+    def decode(cls, data: bytes | str | dict) -> "FailureRecord":
+        if isinstance(data, (bytes, bytearray, str)):
+            try:
+                data = json.loads(data)
+            except ValueError as exc:
+                raise BadMessage(f"not a failure record: {exc}") from None
+        if not isinstance(data, dict) or data.get("kind") != "failure":
+            raise BadMessage("not a failure record")
+        message = TaskMessage.decode(data["message"]) if data.get("message") else None
+        raw = base64.b64decode(data["raw"]) if data.get("raw") else None
+        return cls(reason=str(data.get("reason")), error=str(data.get("error")),
+                   queue=str(data.get("queue")), message=message, raw=raw,
+                   traceback=data.get("traceback"), failed_at=float(data.get("failed_at", 0)))
+
+    @property
+    def id(self) -> str | None:
+        return self.message.id if self.message else None
+
+
+class Task:
+    """A function bound to a queue. Calling it runs it here; ``push`` enqueues."""
+
+    def __init__(self, taskset: "TaskSet", func: Callable, name: str, queue: str,
+                 max_attempts: int) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.taskset = taskset
+        self.func = func
+        self.name = name
+        self.queue = queue
+        self.max_attempts = max_attempts
+        self.__doc__ = func.__doc__
+        self.__wrapped__ = func
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)
+
+    def message(self, *args, **kwargs) -> TaskMessage:
+        """The message ``push`` would send (arguments must be JSON-able)."""
+        msg = TaskMessage(task=self.name, args=args, kwargs=kwargs)
+        json.dumps(msg.to_dict(), allow_nan=False)  # fail here, in the caller, not in a worker
+        return msg
+
+    def push(self, *args, **kwargs) -> str:
+        """Enqueue a call on this task's queue; returns the message id.
+        Raises the client's errors (``ServerUnavailable``, ``NotStored``)."""
+        msg = self.message(*args, **kwargs)
+        self.taskset.send(self.queue, msg)
+        return msg.id
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue} max_attempts={self.max_attempts}>"
+
+
+class TaskSet:
+    """The tasks of one application.
+
+    ``client_factory`` makes the Client used by ``push`` (and by workers
+    that are not given one). It is called lazily, once per process: a forked
+    worker never shares its parent's sockets.
+    """
+
+    def __init__(self, name: str, client_factory: Callable[[], Any] | None = None,
+                 failure_queue: str = "failed", default_queue: str = "default",
+                 default_max_attempts: int = 1) -> None:
+        self.name = name
+        self.client_factory = client_factory
+        self.failure_queue = failure_queue
+        self.default_queue = default_queue
+        self.default_max_attempts = default_max_attempts
+        self.tasks: dict[str, Task] = {}
+        self._client = None
+        self._client_pid: int | None = None
+        self._lock = threading.Lock()
+
+    def task(self, func: Callable | None = None, *, queue: str | None = None,
+             name: str | None = None, max_attempts: int | None = None):
+        """Decorator: ``@tasks.task`` or ``@tasks.task(queue="pulls", max_attempts=3)``."""
+        def register(f: Callable) -> Task:
+            task_name = name or f.__name__
+            if task_name in self.tasks:
+                raise ValueError(f"task {task_name!r} is already defined in {self.name!r}")
+            task = Task(self, f, task_name, queue or self.default_queue,
+                        max_attempts or self.default_max_attempts)
+            self.tasks[task_name] = task
+            return task
+        return register(func) if func is not None else register
+
+    def get(self, name: str) -> Task | None:
+        return self.tasks.get(name)
+
+    @property
+    def queues(self) -> list[str]:
+        """Every queue a task of this set is bound to, in definition order."""
+        return list(dict.fromkeys(task.queue for task in self.tasks.values()))
+
+    @property
+    def client(self):
+        """This process's client (made by ``client_factory`` on first use)."""
+        with self._lock:
+            if self._client is None or self._client_pid != os.getpid():
+                if self.client_factory is None:
+                    raise RuntimeError(f"TaskSet {self.name!r} has no client_factory")
+                self._client = self.client_factory()
+                self._client_pid = os.getpid()
+            return self._client
+
+    def send(self, queue: str, message: TaskMessage, client=None) -> None:
+        (client or self.client).set(queue, message.to_dict())
+
+    def send_failure(self, record: FailureRecord, client=None) -> None:
+        (client or self.client).set(self.failure_queue, record.to_dict())

@@ -1,0 +1,41 @@
+"""A task module for the worker subprocess tests. Tasks leave marker files
+in $SAMPLE_MARKS so the test can see what ran where."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from starlingpy.worker import TaskSet
+
+tasks = TaskSet("sample")
+MARKS = Path(os.environ.get("SAMPLE_MARKS", "."))
+
+
+@tasks.task(queue="slow")
+def hold(tag: str) -> None:
+    """Runs until the test creates release-<tag> (bounded: 60 s)."""
+    (MARKS / f"started-{tag}-{os.getpid()}").touch()
+    deadline = time.monotonic() + 60
+    while not (MARKS / f"release-{tag}").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"release-{tag} never came")
+        time.sleep(0.01)
+    (MARKS / f"done-{tag}-{os.getpid()}").touch()
+
+
+@tasks.task(queue="fast")
+def note(tag: str) -> None:
+    (MARKS / f"note-{tag}-{os.getpid()}").touch()
+
+
+@tasks.task(queue="fast", max_attempts=2)
+def explode(tag: str) -> None:
+    raise RuntimeError(f"explode {tag}")
+
+
+@tasks.task(queue="fast")
+def whoami(tag: str) -> None:
+    index = os.environ.get("STARLINGPY_WORKER_INDEX", "none")
+    (MARKS / f"whoami-{tag}-{index}-{os.getpid()}").touch()

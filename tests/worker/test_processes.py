@@ -1,0 +1,194 @@
+"""`starlingpy work` and `starlingpy failed` as real subprocesses: delivery
+across SIGKILL, warm and cold stops, N instances, the failure-queue CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO, wait_until
+from tests.worker import sample_tasks
+
+MODULE = "tests.worker.sample_tasks"
+
+
+class WorkerProcess:
+    """`python -m starlingpy work ...` with its stderr drained into `log`."""
+
+    def __init__(self, server, marks: Path, *args: str) -> None:
+        cmd = [sys.executable, "-m", "starlingpy", "work", MODULE, "--server", server.address,
+               "--wait-timeout", "1", *args]
+        env = dict(os.environ, SAMPLE_MARKS=str(marks), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.log = bytearray()
+        self._drain = threading.Thread(target=self._read, daemon=True)
+        self._drain.start()
+
+    def _read(self) -> None:
+        for line in iter(self.proc.stderr.readline, b""):
+            self.log += line
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self._drain.join(5)
+        return code
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+
+def marks_matching(marks: Path, prefix: str) -> list[str]:
+    return sorted(p.name for p in marks.iterdir() if p.name.startswith(prefix))
+
+
+def pid_of(mark: str) -> int:
+    return int(mark.rsplit("-", 1)[1])
+
+
+@pytest.fixture
+def marks(tmp_path):
+    path = tmp_path / "marks"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def tasks(client):
+    """The sample task set, pushing through the test's client."""
+    sample_tasks.tasks.client_factory = lambda: client
+    sample_tasks.tasks._client = None
+    yield sample_tasks.tasks
+    sample_tasks.tasks.client_factory = None
+    sample_tasks.tasks._client = None
+
+
+def test_sigkill_mid_task_the_message_is_handled_again_by_a_new_worker(server, client, marks, tasks):
+    tasks.get("hold").push("a")
+    first = WorkerProcess(server, marks, "--instances", "1")
+    wait_until(lambda: marks_matching(marks, "started-a"), timeout=30, message="task start")
+    first.proc.kill()  # SIGKILL: no cleanup of any kind
+    assert first.wait() == -signal.SIGKILL
+    wait_until(lambda: client.sizeof("slow") == 1, message="the message back in its queue")
+    (marks / "release-a").touch()
+    second = WorkerProcess(server, marks, "--instances", "1", "--burst")
+    assert second.wait() == 0, second.log.decode()
+    [done] = marks_matching(marks, "done-a")
+    assert pid_of(done) == second.proc.pid
+    assert client.sizeof("slow") == 0, "handled and confirmed: nothing lost, nothing left"
+
+
+def test_sigterm_mid_task_lets_the_task_finish_then_exits_0(server, client, marks, tasks):
+    tasks.get("hold").push("b")
+    tasks.get("hold").push("later")
+    worker = WorkerProcess(server, marks, "--instances", "1")
+    wait_until(lambda: marks_matching(marks, "started-b"), timeout=30, message="task start")
+    worker.signal(signal.SIGTERM)
+    wait_until(lambda: b"warm stop" in worker.log, message="the worker to log the warm stop")
+    assert worker.proc.poll() is None, "still finishing its task"
+    (marks / "release-b").touch()
+    assert worker.wait() == 0, worker.log.decode()
+    assert marks_matching(marks, "done-b")
+    assert not marks_matching(marks, "started-later"), "no new message after a warm stop"
+    assert client.sizeof("slow") == 1
+    assert b"task=hold" in worker.log and b"outcome=succeeded" in worker.log
+
+
+def test_second_sigterm_aborts_the_message_and_exits_at_once(server, client, marks, tasks):
+    tasks.get("hold").push("c")
+    worker = WorkerProcess(server, marks, "--instances", "1")
+    wait_until(lambda: marks_matching(marks, "started-c"), timeout=30, message="task start")
+    worker.signal(signal.SIGTERM)
+    wait_until(lambda: b"warm stop" in worker.log, message="the first signal to be seen")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 1, worker.log.decode()
+    assert not marks_matching(marks, "done-c")
+    wait_until(lambda: client.sizeof("slow") == 1, message="the aborted message back in its queue")
+    msg = client.get_first(["slow"])
+    assert msg.value["args"] == ["c"] and msg.value["attempt"] == 1
+
+
+def test_sigterm_while_idle_exits_at_once(server, marks, tasks):
+    worker = WorkerProcess(server, marks, "--instances", "1", "--wait-timeout", "30")
+    wait_until(lambda: b"starting on queues" in worker.log, message="the worker to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0, worker.log.decode()
+
+
+def test_instances_run_in_parallel_and_stop_together(server, client, marks, tasks):
+    for tag in ("p1", "p2"):
+        tasks.get("hold").push(tag)
+    tasks.get("note").push("n1")
+    pool = WorkerProcess(server, marks, "--instances", "2", "--queues", "slow,fast")
+    wait_until(lambda: len(marks_matching(marks, "started-p")) == 2, timeout=30,
+               message="both tasks running at once")
+    pids = {pid_of(m) for m in marks_matching(marks, "started-p")}
+    assert len(pids) == 2 and pool.proc.pid not in pids
+    pool.signal(signal.SIGTERM)
+    wait_until(lambda: pool.log.count(b"(warm stop)") == 2, message="both workers to get the stop")
+    for tag in ("p1", "p2"):
+        (marks / f"release-{tag}").touch()
+    assert pool.wait() == 0, pool.log.decode()
+    assert len(marks_matching(marks, "done-p")) == 2
+    assert client.sizeof("slow") == 0 and client.sizeof("fast") == 1
+
+
+def test_failed_cli_lists_retries_and_drops(server, client, marks, tasks):
+    first = tasks.get("explode").push("x")
+    second = tasks.get("explode").push("y")
+    worker = WorkerProcess(server, marks, "--instances", "1", "--burst")
+    assert worker.wait() == 0
+    assert worker.log.count(b"outcome=failed") == 2 and worker.log.count(b"outcome=retried") == 2
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "starlingpy", "failed", *args,
+                               "--server", server.address], cwd=REPO, capture_output=True,
+                              timeout=30)
+
+    listing = cli("list", "--traceback")
+    assert listing.returncode == 0, listing.stderr
+    out = listing.stdout.decode()
+    assert first in out and second in out and "RuntimeError: explode x" in out
+    assert out.index(first) < out.index(second), "listing keeps the queue's order"
+    assert client.sizeof("failed") == 2, "listing removes nothing"
+
+    retried = cli("retry", first)
+    assert retried.returncode == 0 and retried.stdout.decode().strip() == f"retry {first}"
+    msg = client.get_first(["fast"])
+    assert msg.value["id"] == first and msg.value["attempt"] == 1 and msg.value["args"] == ["x"]
+
+    assert cli("drop", "nonexistent").returncode == 1
+    assert cli("drop", "--all").returncode == 0
+    assert client.sizeof("failed") == 0
+
+
+def test_pool_restarts_a_crashed_worker_and_numbers_its_workers(server, client, marks, tasks):
+    pool = WorkerProcess(server, marks, "--instances", "2", "--queues", "fast")
+    started = re.compile(rb"worker (\d) started, pid (\d+)")
+    wait_until(lambda: len(started.findall(pool.log)) == 2 and pool.log.count(b"starting on queues") == 2,
+               timeout=30, message="two workers up")
+    victim = int(started.findall(pool.log)[0][1])
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: len(started.findall(pool.log)) == 3, timeout=30, message="the restart")
+    assert b"restarting in" in pool.log
+    restarted = int(started.findall(pool.log)[2][1])
+    assert restarted != victim
+    for n in range(4):
+        tasks.get("whoami").push(str(n))
+    wait_until(lambda: len(marks_matching(marks, "whoami-")) == 4, timeout=30, message="4 messages")
+    indexes = {m.split("-")[2] for m in marks_matching(marks, "whoami-")}
+    assert indexes <= {"0", "1"}
+    pool.signal(signal.SIGINT)  # Ctrl-C reaches the parent only; it forwards
+    assert pool.wait() == 0, pool.log.decode()
