@@ -1,0 +1,246 @@
+"""The journal's on-disk format, sans-IO: bytes in, bytes out.
+
+Journal file format
+===================
+
+A journal file is a file header followed by zero or more frames. All
+integers are little-endian; ``crc`` is CRC-32 (``zlib.crc32``).
+
+::
+
+    file         := file_header frame*
+    file_header  := MAGIC name_len:u16 name[name_len] header_crc:u32
+                    MAGIC = 89 'S' 'P' 'Q' 'J' 'N' 'L' 0A  (8 bytes)
+                    header_crc covers MAGIC, name_len and name
+    frame        := frame_header body
+    frame_header := header_crc:u32 count:u32 data_len:u32 added:f64 body_crc:u32
+                    (24 bytes; header_crc covers the 20 bytes after it)
+    body         := ops[count]:u8 args[count]:u32 lengths[count]:u32
+                    expiries[count]:f64 data[data_len]
+                    (body_crc covers all of it)
+
+A frame is one batch of records, written with a single ``write``. Records are
+stored by column, so a reader gets each field of every record of a frame with
+one C-level copy (``array.frombytes``) instead of a Python loop per record.
+Record ``i`` is ``(ops[i], args[i], lengths[i], expiries[i])`` and its data is
+the ``lengths[i]`` bytes of ``data`` that follow those of records ``0..i-1``;
+``sum(lengths) == data_len``. ``added`` is the unix time at which the first
+item of the frame was enqueued; every item of the frame is taken to have been
+added then.
+
+Operations (``ops[i]``):
+
+====  =======  ===================================================================
+code  name     meaning
+====  =======  ===================================================================
+0     ADD      append an item: ``args`` = flags, ``expiries`` = absolute unix time
+               (0 = never), data = the item
+1     REMOVE   drop the head item (taken, or expired)
+2     OPEN     the head item becomes open transaction ``args`` (a reliable read)
+3     CLOSE    open transaction ``args`` is confirmed: the item is gone
+4     ABORT    open transaction ``args``'s item goes back to the head
+5     FLUSH    every waiting item is dropped (open transactions stay)
+6     NOTE     no effect on items; data is an annotation (legacy import marks)
+====  =======  ===================================================================
+
+Non-ADD records have ``expiries`` 0 and, except NOTE, ``lengths`` 0.
+
+Reading (see :mod:`starlingpy.journal.replay`), frame by frame:
+
+* fewer than 24 bytes left, a header that is all zero bytes to the end of the
+  file, or a valid header whose body runs past the end of the file: a *torn
+  tail* (a write cut short by a crash). The file is cut there, with a warning.
+* a header or body whose crc does not match, or an unknown op code: *corrupt*.
+  The file is copied to ``<file>.broken`` and then cut at the last good frame,
+  with an error. Nothing after that point is trusted, so garbage is never
+  handed out as an item.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+import sys
+import zlib
+from array import array
+
+MAGIC = b"\x89SPQJNL\n"
+_NAME_LEN = struct.Struct("<H")
+_CRC = struct.Struct("<I")
+FRAME_HEADER = struct.Struct("<IIIdI")
+FRAME_HEADER_SIZE = FRAME_HEADER.size  # 24
+_FRAME_REST = struct.Struct("<IIdI")  # the header after its crc: what the crc covers
+RECORD_FIXED_SIZE = 1 + 4 + 4 + 8  # op, arg, length, expiry: bytes per record before data
+
+ADD, REMOVE, OPEN, CLOSE, ABORT, FLUSH, NOTE = range(7)
+MAX_OP = NOTE
+OP_NAMES = ("ADD", "REMOVE", "OPEN", "CLOSE", "ABORT", "FLUSH", "NOTE")
+
+# One frame stays well inside u32 fields and a sane single write.
+MAX_FRAME_RECORDS = 1 << 16
+MAX_FRAME_DATA = 64 << 20
+
+_LITTLE = sys.byteorder == "little"
+assert array("I").itemsize == 4 and array("d").itemsize == 8
+
+
+class JournalFormatError(Exception):
+    """A file does not start with a valid journal header."""
+
+
+def encode_file_header(name: bytes) -> bytes:
+    """The header of a journal for queue ``name``."""
+    head = MAGIC + _NAME_LEN.pack(len(name)) + name
+    return head + _CRC.pack(zlib.crc32(head))
+
+
+def decode_file_header(buf: bytes) -> tuple[bytes, int]:
+    """``(queue name, header length)`` of a journal held in ``buf``.
+
+    Raises :class:`JournalFormatError` if ``buf`` does not start with a
+    complete, intact header.
+    """
+    if not buf.startswith(MAGIC):
+        raise JournalFormatError("not a starlingpy journal (bad magic)")
+    if len(buf) < len(MAGIC) + 2:
+        raise JournalFormatError("journal header cut short")
+    (name_len,) = _NAME_LEN.unpack_from(buf, len(MAGIC))
+    end = len(MAGIC) + 2 + name_len
+    if len(buf) < end + 4:
+        raise JournalFormatError("journal header cut short")
+    (crc,) = _CRC.unpack_from(buf, end)
+    if zlib.crc32(memoryview(buf)[:end]) != crc:
+        raise JournalFormatError("journal header checksum mismatch")
+    return bytes(buf[len(MAGIC) + 2:end]), end + 4
+
+
+def little_endian(column: array) -> bytes:
+    """The bytes of an array column, little-endian whatever the host."""
+    if _LITTLE:
+        return column.tobytes()
+    swapped = array(column.typecode, column)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
+def column(typecode: str, raw) -> array:
+    """An array column read from little-endian bytes."""
+    values = array(typecode)
+    values.frombytes(raw)
+    if not _LITTLE:
+        values.byteswap()
+    return values
+
+
+def encode_frame(count: int, ops: bytes, args: bytes, lengths: bytes, expiries: bytes,
+                 data: list, data_len: int, added: float) -> list[bytes]:
+    """One frame as ``[header, body]`` (ready for ``os.writev``).
+
+    ``ops``/``args``/``lengths``/``expiries`` are the little-endian columns of
+    ``count`` records; ``data`` is a list of bytes-like parts totalling
+    ``data_len`` bytes.
+    """
+    body = b"".join([ops, args, lengths, expiries, *data])
+    rest = _FRAME_REST.pack(count, data_len, added, zlib.crc32(body))
+    return [_CRC.pack(zlib.crc32(rest)) + rest, body]
+
+
+@functools.lru_cache(maxsize=256)
+def _removes_frame(count: int) -> list[bytes]:
+    return encode_frame(count, bytes([REMOVE]) * count, bytes(4 * count), bytes(4 * count),
+                        bytes(8 * count), [], 0, 0.0)
+
+
+class RecordBuffer:
+    """Records waiting to be written, as columns; encodes them as frames.
+
+    The queue appends to it on every operation (a handful of C-level appends
+    each), and the collection turns it into frames at ``write_pending``.
+    """
+
+    __slots__ = ("added", "args", "data", "data_len", "expiries", "lengths", "ops")
+
+    def __init__(self) -> None:
+        self.ops = bytearray()
+        self.args = array("I")
+        self.lengths = array("I")
+        self.expiries = array("d")
+        self.data: list = []
+        self.data_len = 0
+        self.added: float | None = None  # enqueue time of the first ADD buffered
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def add(self, data: bytes, flags: int, expiry: float, added: float) -> None:
+        """Buffer an ADD record."""
+        if self.added is None:
+            self.added = added
+        self.ops.append(ADD)
+        self.args.append(flags)
+        self.lengths.append(len(data))
+        self.expiries.append(expiry)
+        if data:  # empty parts would only cost a join slot
+            self.data.append(data)
+            self.data_len += len(data)
+
+    def op(self, code: int, arg: int = 0, note: bytes = b"") -> None:
+        """Buffer a record other than ADD."""
+        self.ops.append(code)
+        self.args.append(arg)
+        self.lengths.append(len(note))
+        self.expiries.append(0.0)
+        if note:
+            self.data.append(note)
+            self.data_len += len(note)
+
+    def encode(self) -> list[bytes]:
+        """Every buffered record as frames (``[header, body, header, body...]``)."""
+        count = len(self.ops)
+        if count > MAX_FRAME_RECORDS or self.data_len > MAX_FRAME_DATA:
+            return self._encode_split()
+        if self.added is None and not self.data_len and self.ops.count(REMOVE) == count:
+            return _removes_frame(count)  # takes only: the frame depends on the count alone
+        if _LITTLE:  # the hot path: the arrays' own bytes are the columns
+            body = b"".join([self.ops, self.args, self.lengths, self.expiries, *self.data])
+            rest = _FRAME_REST.pack(count, self.data_len, self._added(), zlib.crc32(body))
+            return [_CRC.pack(zlib.crc32(rest)) + rest, body]
+        return encode_frame(count, self.ops, little_endian(self.args),
+                            little_endian(self.lengths), little_endian(self.expiries),
+                            self.data, self.data_len, self._added())
+
+    def _added(self) -> float:
+        return 0.0 if self.added is None else self.added
+
+    def _encode_split(self) -> list[bytes]:
+        chunks: list[bytes] = []
+        parts = iter(self.data)
+        start = 0
+        count = len(self.ops)
+        while start < count:
+            end, size, frame_data = start, 0, []
+            while end < count and end - start < MAX_FRAME_RECORDS:
+                length = self.lengths[end]
+                if end > start and size + length > MAX_FRAME_DATA:
+                    break
+                if length:
+                    frame_data.append(next(parts))
+                size += length
+                end += 1
+            chunks += encode_frame(end - start, self.ops[start:end],
+                                   little_endian(self.args[start:end]),
+                                   little_endian(self.lengths[start:end]),
+                                   little_endian(self.expiries[start:end]),
+                                   frame_data, size, self._added())
+            start = end
+        return chunks
+
+    def clear(self) -> None:
+        """Forget every buffered record (after they were written, or dropped)."""
+        del self.ops[:]  # reusing the columns is cheaper than new ones
+        del self.args[:]
+        del self.lengths[:]
+        del self.expiries[:]
+        self.data.clear()
+        self.data_len = 0
+        self.added = None

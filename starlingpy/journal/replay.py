@@ -1,0 +1,486 @@
+"""Recovery: a journal's bytes in, the queue's contents out (sans-IO).
+
+Replay is built for a million items in well under a second, so it never
+loops in Python per record where it can avoid it:
+
+* Each frame costs two ``zlib.crc32`` calls and a couple of ``bytes.count``
+  calls on its op column. A frame holding only ADD and REMOVE records (the
+  common case) is applied in bulk: the queue is FIFO and a REMOVE never
+  meets an empty queue, so ``a`` adds and ``r`` removes in any order leave
+  what "all adds, then ``r`` removes" leaves.
+* Items are not built while scanning. The queue state is kept as numbers:
+  items are numbered in the order they were added, the waiting items are
+  ``front`` (items put back at the head by ABORT, explicit) followed by the
+  range ``[lo, hi)``. Only frames holding live items are decoded at the end,
+  their columns read with ``array.frombytes`` and their data copied into
+  compact :class:`ItemRun` blocks, so a recovered item costs its data plus a
+  few bytes, not a Python object, until it is taken.
+"""
+
+from __future__ import annotations
+
+import zlib
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import deque
+from dataclasses import dataclass, field
+from itertools import accumulate, compress
+
+from .codec import (
+    ABORT,
+    ADD,
+    CLOSE,
+    FLUSH,
+    FRAME_HEADER,
+    FRAME_HEADER_SIZE,
+    MAX_OP,
+    NOTE,
+    OPEN,
+    RECORD_FIXED_SIZE,
+    REMOVE,
+    column,
+    little_endian,
+)
+
+RUN_ITEMS = 4096
+RUN_BYTES = 1 << 20
+_ADD_SELECT = bytes([1]) + bytes(255)  # translate table: ADD -> 1, any other op -> 0
+
+
+class ItemRun:
+    """Recovered items held as columns until taken, oldest first.
+
+    ``data`` is the items' data back to back; ``lengths``, ``flags`` and
+    ``expiries`` are their columns (``flags``/``expiries`` are ``None`` when
+    all zero). Enqueue times are per frame: item ``i`` was added at
+    ``times[bisect_right(starts, i) - 1]``. ``index`` is the next item to
+    take and ``offset`` where its data starts; the queue advances both.
+    """
+
+    __slots__ = ("data", "expiries", "flags", "index", "lengths", "offset", "starts", "times")
+
+    def __init__(self, data: bytes, lengths: array, flags: array | None,
+                 expiries: array | None, starts: array, times: array) -> None:
+        self.data = data
+        self.lengths = lengths
+        self.flags = flags
+        self.expiries = expiries
+        self.starts = starts
+        self.times = times
+        self.index = 0
+        self.offset = 0
+
+    def __len__(self) -> int:
+        return len(self.lengths) - self.index
+
+    def added(self, i: int) -> float:
+        """When item ``i`` was enqueued."""
+        return self.times[bisect_right(self.starts, i) - 1]
+
+    def remaining(self, i: int, offset: int) -> tuple[bytes, bytes, bytes, bytes, int]:
+        """Columns of items ``i`` on (whose data starts at ``offset``), as
+        little-endian bytes for a frame: ``(args, lengths, expiries, data, count)``."""
+        n = len(self.lengths)
+        flags = self.flags[i:] if self.flags is not None else array("I", bytes(4 * (n - i)))
+        expiries = (self.expiries[i:] if self.expiries is not None
+                    else array("d", bytes(8 * (n - i))))
+        return (little_endian(flags), little_endian(self.lengths[i:]), little_endian(expiries),
+                self.data[offset:], n - i)
+
+
+@dataclass
+class Damage:
+    """Where and why a journal was cut. ``kind`` is ``"torn"`` (a write cut
+    short at the end) or ``"corrupt"`` (a checksum or format error)."""
+    kind: str
+    offset: int
+    reason: str
+
+
+@dataclass
+class Recovered:
+    """What a journal holds, ready to become a queue.
+
+    ``entries`` are the waiting items in queue order, each either a tuple
+    ``(data, flags, expiry, added)`` or an :class:`ItemRun`. ``reopened``
+    lists the transactions that were open when the journal ended: their items
+    are at the head of ``entries``, in the order they were handed out
+    (transaction ids only grow, and a rewrite keeps them, so this order
+    survives compaction). ABORT records for them, in reverse order, make the
+    journal agree.
+    """
+    entries: list = field(default_factory=list)
+    reopened: list[int] = field(default_factory=list)
+    next_xid: int = 1
+    end: int = 0
+    damage: Damage | None = None
+    frames: int = 0
+    items: int = 0
+    bytes: int = 0
+    notes: list[bytes] = field(default_factory=list)
+
+
+def replay(buf: bytes, start: int) -> Recovered:
+    """Recover the queue held in ``buf`` (a whole journal file) whose frames
+    start at offset ``start``. Never raises for damaged input: it stops at
+    the first bad frame and says why in ``Recovered.damage``."""
+    scan = _Scan(buf, start)
+    scan.run()
+    return scan.result()
+
+
+class _Scan:
+    def __init__(self, buf: bytes, start: int) -> None:
+        self.buf = buf
+        self.mv = memoryview(buf)
+        self.start = start
+        # One row per frame holding ADD records: where its body is, how many
+        # records, the number of its first ADD, how many ADDs, its time, and
+        # whether it holds only ADD/REMOVE (its data is then the ADDs' data).
+        self.f_body = array("Q")
+        self.f_count = array("I")
+        self.f_first = array("Q")
+        self.f_adds = array("I")
+        self.f_added = array("d")
+        self.f_end = array("Q")
+        self.f_simple = bytearray()
+        self.lo = self.hi = 0
+        self.front: deque[int] = deque()
+        self.opened: dict[int, int] = {}
+        self.max_xid = 0
+        self.notes: list[bytes] = []
+        self.frames = 0
+        self.end = start
+        self.damage: Damage | None = None
+
+    def run(self) -> None:
+        buf, mv = self.buf, self.mv
+        crc32, unpack = zlib.crc32, FRAME_HEADER.unpack_from
+        size = len(buf)
+        pos = self.start
+        front = self.front
+        lo, hi = self.lo, self.hi
+        f_body, f_count, f_first = self.f_body, self.f_count, self.f_first
+        f_adds, f_added, f_simple = self.f_adds, self.f_added, self.f_simple
+        f_end = self.f_end
+        frames = 0
+        while pos < size:
+            if size - pos < FRAME_HEADER_SIZE:
+                self._damaged(pos, "frame header cut short at the end of the file")
+                break
+            header_crc, count, data_len, added, body_crc = unpack(buf, pos)
+            if crc32(mv[pos + 4:pos + FRAME_HEADER_SIZE]) != header_crc:
+                self._damaged(pos, "frame header checksum mismatch")
+                break
+            body = pos + FRAME_HEADER_SIZE
+            end = body + count * RECORD_FIXED_SIZE + data_len
+            if end > size:
+                self.damage = Damage("torn", pos, "last frame runs past the end of the file")
+                break
+            if crc32(mv[body:end]) != body_crc:
+                self.damage = Damage("corrupt", pos, "frame checksum mismatch")
+                break
+            if count == 1 and buf[body] <= REMOVE:  # one put or take per write
+                if buf[body] == ADD:
+                    f_body.append(body); f_count.append(1); f_first.append(hi)
+                    f_adds.append(1); f_added.append(added); f_simple.append(1)
+                    f_end.append(end)
+                    hi += 1
+                elif front:
+                    front.popleft()
+                elif lo < hi:
+                    lo += 1
+                frames += 1
+                pos = end
+                continue
+            ops = buf[body:body + count]
+            adds = ops.count(ADD)
+            removes = ops.count(REMOVE)
+            if adds + removes == count:
+                if adds:
+                    f_body.append(body); f_count.append(count); f_first.append(hi)
+                    f_adds.append(adds); f_added.append(added); f_simple.append(1)
+                    f_end.append(end)
+                    hi += adds
+                while removes and front:
+                    front.popleft()
+                    removes -= 1
+                lo = min(lo + removes, hi)
+            else:
+                if max(ops) > MAX_OP:
+                    self.damage = Damage("corrupt", pos, f"unknown record type {max(ops)}")
+                    break
+                if adds:
+                    f_body.append(body); f_count.append(count); f_first.append(hi)
+                    f_adds.append(adds); f_added.append(added); f_simple.append(0)
+                    f_end.append(end)
+                self.lo, self.hi = lo, hi
+                self._apply_each(ops, body, count)
+                lo, hi = self.lo, self.hi
+            frames += 1
+            pos = end
+        self.lo, self.hi = lo, hi
+        self.frames = frames
+        self.end = pos if self.damage is None else self.damage.offset
+
+    def _damaged(self, pos: int, reason: str) -> None:
+        # Zeros to the end of the file are a tail the filesystem allocated but
+        # the crash never let us write: torn, not corrupt.
+        tail = len(self.buf) - pos
+        zeros = bytes(self.mv[pos:]).count(0) == tail
+        kind = "torn" if tail < FRAME_HEADER_SIZE or zeros else "corrupt"
+        self.damage = Damage(kind, pos, reason)
+
+    def _apply_each(self, ops: bytes, body: int, count: int) -> None:
+        """Apply a frame record by record (frames with reliable reads, flushes
+        or notes: rare, and short)."""
+        args = column("I", self.mv[body + count:body + 5 * count])
+        lengths = column("I", self.mv[body + 5 * count:body + 9 * count])
+        data_at = body + RECORD_FIXED_SIZE * count
+        front, opened = self.front, self.opened
+        for i, op in enumerate(ops):
+            if op == ADD:
+                self.hi += 1
+            elif op == REMOVE or op == OPEN:
+                index = self._pop_head()
+                if op == OPEN:
+                    self.max_xid = max(self.max_xid, args[i])
+                    if index is not None:
+                        opened[args[i]] = index
+            elif op == CLOSE:
+                opened.pop(args[i], None)
+            elif op == ABORT:
+                index = opened.pop(args[i], None)
+                if index is not None:
+                    front.appendleft(index)
+            elif op == FLUSH:
+                front.clear()
+                self.lo = self.hi
+            elif op == NOTE:
+                self.notes.append(bytes(self.mv[data_at:data_at + lengths[i]]))
+            data_at += lengths[i]
+
+    def _pop_head(self) -> int | None:
+        if self.front:
+            return self.front.popleft()
+        if self.lo < self.hi:
+            self.lo += 1
+            return self.lo - 1
+        return None
+
+    # -- building the queue from the numbers -------------------------------
+
+    def result(self) -> Recovered:
+        reopened = sorted(self.opened.items())  # in the order they were handed out
+        explicit = [index for _, index in reopened] + list(self.front)
+        entries: list = [self._item(index) for index in explicit]
+        entries += self._runs(self.lo, self.hi)
+        items = len(explicit) + (self.hi - self.lo)
+        size = sum(len(e[0]) if type(e) is tuple else len(e.data) for e in entries)
+        return Recovered(entries=entries, reopened=[xid for xid, _ in reopened],
+                         next_xid=self.max_xid + 1, end=self.end, damage=self.damage,
+                         frames=self.frames, items=items, bytes=size, notes=self.notes)
+
+    def _frame_adds(self, k: int) -> tuple[array, array, array, list[int] | None, int]:
+        """Frame ``k``'s ADD records: ``(lengths, flags, expiries, starts,
+        data_at)``; ``starts`` is ``None`` when their data is contiguous from
+        ``data_at``, else each one's offset."""
+        body, count, mv = self.f_body[k], self.f_count[k], self.mv
+        args = column("I", mv[body + count:body + 5 * count])
+        lengths = column("I", mv[body + 5 * count:body + 9 * count])
+        expiries = column("d", mv[body + 9 * count:body + 17 * count])
+        data_at = body + RECORD_FIXED_SIZE * count
+        if self.f_adds[k] == count:
+            return lengths, args, expiries, None, data_at
+        select = self.buf[body:body + count].translate(_ADD_SELECT)
+        starts = None
+        if not self.f_simple[k]:
+            starts = list(compress(accumulate(lengths, initial=data_at), select))
+        return (array("I", compress(lengths, select)), array("I", compress(args, select)),
+                array("d", compress(expiries, select)), starts, data_at)
+
+    def _item(self, index: int) -> tuple[bytes, int, float, float]:
+        k = bisect_right(self.f_first, index) - 1
+        j = index - self.f_first[k]
+        lengths, flags, expiries, starts, data_at = self._frame_adds(k)
+        at = starts[j] if starts is not None else data_at + sum(lengths[:j])
+        return bytes(self.mv[at:at + lengths[j]]), flags[j], expiries[j], self.f_added[k]
+
+    def _runs(self, lo: int, hi: int) -> list[ItemRun]:
+        runs = _RunBuilder(self.mv)
+        if lo >= hi:
+            return runs.runs
+        k = bisect_right(self.f_first, lo) - 1
+        index = lo
+        f_body, f_count, f_first, f_adds = self.f_body, self.f_count, self.f_first, self.f_adds
+        f_end, f_added = self.f_end, self.f_added
+        while index < hi:
+            first, adds, count = f_first[k], f_adds[k], f_count[k]
+            if count == 1 and adds == 1 and first == index:
+                runs.add_single(f_body[k], f_end[k], f_added[k])  # one put per write
+            elif adds == count and first == index and adds <= RUN_ITEMS:
+                # A whole frame of ADDs: its columns and data go in as they are.
+                runs.add_frame(f_body[k], count, f_end[k], f_added[k])
+            else:
+                lengths, flags, expiries, starts, data_at = self._frame_adds(k)
+                j = index - first
+                if starts is None:
+                    at = data_at + (sum(lengths[:j]) if j else 0)
+                    runs.extend(lengths, flags, expiries, j, adds, at, f_added[k])
+                else:
+                    for i in range(j, adds):
+                        runs.extend(lengths, flags, expiries, i, i + 1, starts[i], f_added[k])
+            index = first + adds
+            k += 1
+        runs.finish()
+        return runs.runs
+
+
+class _RunBuilder:
+    """Packs consecutive recovered items into :class:`ItemRun` blocks of at
+    most ``RUN_ITEMS`` items / about ``RUN_BYTES`` bytes, so memory comes back
+    block by block as the queue drains. Columns are gathered as byte slices
+    and joined once per block."""
+
+    def __init__(self, mv: memoryview) -> None:
+        self.mv = mv
+        self.runs: list[ItemRun] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rows: list = []  # fixed parts (flags, length, expiry) of one-record frames
+        self.data: list = []
+        self.lengths: list = []
+        self.flags: list = []
+        self.expiries: list = []
+        self.starts = array("I")
+        self.times = array("d")
+        self.count = 0
+        self.size = 0
+
+    def add_single(self, body: int, end: int, added: float) -> None:
+        """Append a frame holding one ADD record. Its 16 fixed bytes are a
+        row; rows become columns in bulk (:meth:`_rows_to_columns`)."""
+        data_at = body + RECORD_FIXED_SIZE
+        self.rows.append(self.mv[body + 1:data_at])
+        self.data.append(self.mv[data_at:end])
+        self.starts.append(self.count)
+        self.times.append(added)
+        self.count += 1
+        self.size += end - data_at
+        if self.count >= RUN_ITEMS or self.size >= RUN_BYTES:
+            self.finish()
+
+    def _rows_to_columns(self) -> None:
+        # Each row is flags:u32 length:u32 expiry:f64; strided views of the
+        # joined rows pick each column out at C speed.
+        rows = memoryview(b"".join(self.rows))
+        self.rows = []
+        words = rows.cast("I")
+        self.flags.append(words[0::4].tobytes())
+        self.lengths.append(words[1::4].tobytes())
+        self.expiries.append(rows.cast("d")[1::2].tobytes())
+
+    def add_frame(self, body: int, count: int, end: int, added: float) -> None:
+        """Append a frame made only of ADD records, whole."""
+        if self.count + count > RUN_ITEMS:
+            self.finish()
+        if self.rows:
+            self._rows_to_columns()
+        mv = self.mv
+        data_at = body + RECORD_FIXED_SIZE * count
+        self.flags.append(mv[body + count:body + 5 * count])
+        self.lengths.append(mv[body + 5 * count:body + 9 * count])
+        self.expiries.append(mv[body + 9 * count:data_at])
+        self.data.append(mv[data_at:end])
+        self.starts.append(self.count)
+        self.times.append(added)
+        self.count += count
+        self.size += end - data_at
+        if self.count >= RUN_ITEMS or self.size >= RUN_BYTES:
+            self.finish()
+
+    def extend(self, lengths: array, flags: array, expiries: array, start: int, stop: int,
+               at: int, added: float) -> None:
+        """Append items ``start..stop`` of a frame whose data is contiguous from ``at``."""
+        if self.rows:
+            self._rows_to_columns()
+        while start < stop:
+            take = min(stop - start, RUN_ITEMS - self.count)
+            chunk = lengths[start:start + take]
+            size = sum(chunk)
+            if self.size + size > RUN_BYTES and take > 1:
+                sums = list(accumulate(chunk))
+                take = max(1, bisect_left(sums, RUN_BYTES - self.size))
+                chunk = lengths[start:start + take]
+                size = sums[take - 1]
+            self.data.append(self.mv[at:at + size])
+            self.lengths.append(little_endian(chunk))
+            self.flags.append(little_endian(flags[start:start + take]))
+            self.expiries.append(little_endian(expiries[start:start + take]))
+            if not self.times or self.times[-1] != added:
+                self.starts.append(self.count)
+                self.times.append(added)
+            self.count += take
+            self.size += size
+            at += size
+            start += take
+            if self.count >= RUN_ITEMS or self.size >= RUN_BYTES:
+                self.finish()
+
+    def finish(self) -> None:
+        if not self.count:
+            return
+        if self.rows:
+            self._rows_to_columns()
+        flags = b"".join(self.flags)
+        expiries = b"".join(self.expiries)
+        self.runs.append(ItemRun(
+            b"".join(self.data), column("I", b"".join(self.lengths)),
+            None if flags.count(0) == len(flags) else column("I", flags),
+            None if expiries.count(0) == len(expiries) else column("d", expiries),
+            self.starts, self.times))
+        self._reset()
+
+
+def dump(buf: bytes, start: int) -> str:
+    """The records of a journal as one short line, for tests and debugging:
+    ``"ADD(b'a') REMOVE OPEN#1 | ..."`` (``|`` between frames). A slow,
+    record-by-record reader: the reference the fast replay must agree with.
+    Stops at the first damaged frame, ending with ``!torn`` or ``!corrupt``."""
+    from .codec import OP_NAMES
+    frames: list[str] = []
+    mv = memoryview(buf)
+    pos = start
+    while pos < len(buf):
+        if len(buf) - pos < FRAME_HEADER_SIZE:
+            frames.append("!torn")
+            break
+        header_crc, count, data_len, _, body_crc = FRAME_HEADER.unpack_from(buf, pos)
+        body = pos + FRAME_HEADER_SIZE
+        end = body + count * RECORD_FIXED_SIZE + data_len
+        if zlib.crc32(mv[pos + 4:body]) != header_crc:
+            frames.append("!corrupt")
+            break
+        if end > len(buf):
+            frames.append("!torn")
+            break
+        if zlib.crc32(mv[body:end]) != body_crc:
+            frames.append("!corrupt")
+            break
+        args = column("I", mv[body + count:body + 5 * count])
+        lengths = column("I", mv[body + 5 * count:body + 9 * count])
+        at = body + RECORD_FIXED_SIZE * count
+        records = []
+        for i, op in enumerate(buf[body:body + count]):
+            name = OP_NAMES[op] if op < len(OP_NAMES) else f"OP{op}"
+            if op in (ADD, NOTE):
+                records.append(f"{name}({bytes(mv[at:at + lengths[i]])!r})")
+            elif op in (OPEN, CLOSE, ABORT):
+                records.append(f"{name}#{args[i]}")
+            else:
+                records.append(name)
+            at += lengths[i]
+        frames.append(" ".join(records))
+        pos = end
+    return " | ".join(frames)

@@ -1,0 +1,130 @@
+"""When journals reach stable storage: the sync policy and group commit."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from .file import JournalFile, fsync_directory
+
+log = logging.getLogger("starlingpy.journal")
+
+
+@dataclass(frozen=True)
+class SyncPolicy:
+    """How often journals are fsynced.
+
+    ``always``: a reply waits until its records are on stable storage;
+    ``period_ms``: at least that often, in the background; ``never``: the
+    operating system decides (Starling's behaviour).
+    """
+
+    mode: str  # "always" | "periodic" | "never"
+    period_ms: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> SyncPolicy:
+        """``"always"``, ``"never"`` or a positive period in milliseconds;
+        ``ValueError`` otherwise."""
+        word = str(text).strip().lower()
+        if word in ("always", "never"):
+            return cls(word)
+        try:
+            period = int(word)
+        except ValueError:
+            raise ValueError(f"sync policy must be 'always', 'never' or milliseconds, "
+                             f"not {text!r}") from None
+        if period <= 0:
+            raise ValueError(f"sync period must be a positive number of milliseconds, not {text!r}")
+        return cls("periodic", period)
+
+    def __str__(self) -> str:
+        return str(self.period_ms) if self.mode == "periodic" else self.mode
+
+
+class GroupCommit:
+    """Tracks what was written but not yet fsynced, and fsyncs it in rounds.
+
+    Every ``write_pending`` bumps ``written``; a round fsyncs everything dirty
+    in a worker thread and then vouches for every write made before it
+    started. Callers that arrive while a round runs wait for the next one and
+    share it: one fsync per file per round, however many replies wait on it.
+    """
+
+    def __init__(self) -> None:
+        self._dirty_files: set[JournalFile] = set()
+        self._dirty_dirs: set[Path] = set()
+        self._written = 0
+        self._synced = 0
+        self._round: trio.Event | None = None
+
+    def wrote(self, journal: JournalFile) -> None:
+        """``journal`` was appended to (or truncated)."""
+        self._dirty_files.add(journal)
+        self._written += 1
+
+    def changed_directory(self, path: Path) -> None:
+        """A file was created, renamed or removed in ``path``."""
+        self._dirty_dirs.add(path)
+        self._written += 1
+
+    def forget(self, journal: JournalFile) -> None:
+        """``journal`` is being closed: nothing to sync for it any more."""
+        self._dirty_files.discard(journal)
+
+    @property
+    def clean(self) -> bool:
+        return not self._dirty_files and not self._dirty_dirs
+
+    async def wait_durable(self) -> None:
+        """Return once every write made so far is fsynced (always checkpoints)."""
+        target = self._written
+        if self._synced >= target:
+            await trio.lowlevel.checkpoint()
+            return
+        while self._synced < target:
+            if self._round is not None:
+                await self._round.wait()
+            else:
+                await self.sync_round()
+
+    async def sync_round(self) -> None:
+        """Fsync everything dirty now, in a worker thread."""
+        if self._round is not None:  # one round at a time; join it
+            await self._round.wait()
+            return
+        files, dirs = self._dirty_files, self._dirty_dirs
+        self._dirty_files, self._dirty_dirs = set(), set()
+        mark = self._written
+        self._round = done = trio.Event()
+        try:
+            await trio.to_thread.run_sync(_fsync_all, list(files), list(dirs))
+        except BaseException:
+            self._dirty_files |= files  # not vouched for: the next round retries
+            self._dirty_dirs |= dirs
+            raise
+        else:
+            self._synced = max(self._synced, mark)
+        finally:
+            self._round = None
+            done.set()
+
+    def sync_now(self) -> None:
+        """Fsync everything dirty, blocking (start-up and close only)."""
+        files, dirs = self._dirty_files, self._dirty_dirs
+        self._dirty_files, self._dirty_dirs = set(), set()
+        _fsync_all(list(files), list(dirs))
+        self._synced = self._written
+
+
+def _fsync_all(files: list[JournalFile], dirs: list[Path]) -> None:
+    for journal in files:
+        journal.fsync()
+    for path in dirs:
+        try:
+            fsync_directory(path)
+        except FileNotFoundError:
+            pass
