@@ -1,0 +1,2 @@
+"""The reference application's web tier: models, the web app that takes
+submissions, and a command-line submitter. See ``docs/reference-app.md``."""

@@ -1,0 +1,187 @@
+"""The running tier: the server, then the worker pools, kept alive until a
+stop signal, then stopped in reverse order.
+
+Signals: SIGTERM or SIGINT stops the tier (workers warm then cold, then the
+server); SIGHUP restarts the workers one by one (new task code), leaving the
+server up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+import trio
+
+from starlingpy.supervisor.backoff import RestartPolicy
+from starlingpy.supervisor.config import TierConfig
+from starlingpy.supervisor.process import ManagedProcess, child_env
+from starlingpy.supervisor.reaper import become_subreaper, kill_adopted, reap_orphans
+from starlingpy.supervisor.state import (
+    ProcessRecord,
+    TierState,
+    remove_state,
+    save_state,
+)
+
+log = logging.getLogger("starlingpy.supervisor")
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+SERVER_STOP_GRACE = 10.0
+REAP_INTERVAL = 0.5
+
+
+class StartupError(Exception):
+    """The tier could not be brought up (the message says why)."""
+
+
+def pid_path(tier: TierConfig, name: str):
+    return tier.settings.run_dir / f"{name}.pid"
+
+
+class Tier:
+    """The processes of one config file and the state file that shows them."""
+
+    def __init__(self, tier: TierConfig) -> None:
+        self.config = tier
+        self.address = tier.server_address
+        self.state = TierState(supervisor_pid=os.getpid(), started_at=time.time(),
+                               config=str(tier.path), server_address=self.address)
+        self.server = self._managed("server", "server", self._server_argv(),
+                                    cwd=tier.path.parent, env=child_env({}))
+        self.workers: list[ManagedProcess] = []
+        self.failed = False  # start-up failed (reported through ``ready``)
+
+    def _policy(self) -> RestartPolicy:
+        s = self.config.settings
+        return RestartPolicy(initial=s.backoff_initial, maximum=s.backoff_max,
+                             loop_restarts=s.crash_loop_restarts, loop_window=s.crash_loop_window)
+
+    def _managed(self, name: str, kind: str, argv: list[str], *, cwd, env) -> ManagedProcess:
+        record = ProcessRecord(name=name, kind=kind)
+        self.state.processes.append(record)
+        server_log = self.config.shared.server.log if kind == "server" else None
+        return ManagedProcess(record, argv, cwd=cwd, env=env,
+                              log_path=server_log or self.config.settings.log_dir / f"{name}.log",
+                              pid_path=pid_path(self.config, name), policy=self._policy(),
+                              on_change=self.save)
+
+    def _server_argv(self, port: int | None = None) -> list[str]:
+        argv = [sys.executable, "-m", "starlingpy", "serve", "-f", str(self.config.path)]
+        return argv + ["-p", str(port)] if port is not None else argv
+
+    def _worker_argv(self, pool) -> list[str]:
+        return [sys.executable, "-m", "starlingpy", "work", pool.module,
+                "--queues", ",".join(pool.queues), "--instances", "1", "--server", self.address]
+
+    def save(self) -> None:
+        save_state(self.config.settings.run_dir, self.state)
+
+    async def _wait_for_server(self) -> None:
+        """Until the server answers ``version`` (its port read from its log
+        when the config asks for port 0); StartupError if it dies or the
+        deadline passes."""
+        with trio.move_on_after(self.config.settings.ready_timeout):
+            while not self.server.exited():
+                if self.config.server_port == 0 and self.address.endswith(":0"):
+                    match = _LISTENING.search(self.server.read_new_output())
+                    if match:
+                        self.address = f"{self.config.server_host}:{match.group(2)}"
+                        self.state.server_address = self.address
+                        # Restarts must come back on the same port the workers know.
+                        self.server.argv = self._server_argv(int(match.group(2)))
+                        self.save()
+                elif await server_answers(self.address):
+                    return
+                await trio.sleep(0.05)
+            raise StartupError(f"the server exited during start-up:\n"
+                               f"{self.server.read_new_output()[-2000:]}")
+        raise StartupError(f"the server did not answer on {self.address} within "
+                           f"{self.config.settings.ready_timeout} s; see {self.server.log_path}")
+
+    async def run(self, ready: Callable[[str | None], None]) -> None:
+        """Bring the tier up, call ``ready(None)`` (or ``ready(error)``), keep
+        it up until SIGTERM/SIGINT, then bring it down."""
+        if become_subreaper():
+            log.info("subreaper: orphaned descendants will be reaped here")
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reap_forever)
+                try:
+                    await nursery.start(self.server.run)
+                    await self._wait_for_server()
+                    for pool in self.config.pools:
+                        for index in range(1, pool.instances + 1):
+                            name = f"{pool.name}.{index}"
+                            # Each instance knows who it is (e.g. to pick its own sandbox
+                            # uid) and where the server is (for tasks that push tasks).
+                            env = child_env({**pool.env, "STARLINGPY_WORKER": name,
+                                             "STARLINGPY_WORKER_INDEX": str(index),
+                                             "STARLINGPY_SERVER": self.address},
+                                            python_path=pool.directory)
+                            worker = self._managed(name, "worker", self._worker_argv(pool),
+                                                   cwd=pool.directory, env=env)
+                            self.workers.append(worker)
+                            await nursery.start(worker.run)
+                except StartupError as error:
+                    log.error("start-up failed: %s", error)
+                    self.failed = True
+                    await self._stop(nursery)  # nothing left behind once `up` says it failed
+                    ready(str(error))
+                    return
+                ready(None)
+                log.info("tier up: server %s, %d worker(s)", self.address, len(self.workers))
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        log.info("SIGHUP: restarting the workers")
+                        for worker in self.workers:
+                            worker.bounce(nursery)
+                        continue
+                    log.info("%s: stopping the tier", signal.Signals(signum).name)
+                    break
+                await self._stop(nursery)
+
+    def _managed_pids(self) -> list[int]:
+        return [p.process.pid for p in [self.server, *self.workers] if p.process is not None]
+
+    async def _reap_forever(self) -> None:
+        while True:
+            if not any(p.spawning for p in [self.server, *self.workers]):
+                reap_orphans(self._managed_pids)
+            await trio.sleep(REAP_INTERVAL)
+
+    async def _stop(self, nursery: trio.Nursery) -> None:
+        """Workers first (warm, then cold after the grace period), then the server."""
+        async with trio.open_nursery() as stoppers:
+            for worker in self.workers:
+                stoppers.start_soon(worker.stop, self.config.settings.grace_period)
+        await self.server.stop(SERVER_STOP_GRACE, warm_then_cold=False)
+        nursery.cancel_scope.cancel()
+        strays = kill_adopted(self._managed_pids())
+        if strays:
+            log.info("killed %d orphaned process(es) left by the workers", strays)
+        remove_state(self.config.settings.run_dir)
+        log.info("tier down")
+
+
+async def server_answers(address: str) -> bool:
+    """True if a memcache-protocol server at ``address`` answers ``version``."""
+    host, _, port = address.rpartition(":")
+    try:
+        with trio.fail_after(2):
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                await stream.send_all(b"version\r\n")
+                reply = b""
+                while b"\r\n" not in reply:
+                    chunk = await stream.receive_some(256)
+                    if not chunk:
+                        return False
+                    reply += chunk
+                return reply.startswith(b"VERSION")
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+        return False

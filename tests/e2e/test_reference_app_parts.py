@@ -1,0 +1,173 @@
+"""The reference application's parts: the output comparison and verdict
+rules, and the web app's endpoints over real HTTP against a real SQLite
+database (its task pushes recorded, to see exactly what the web tier asks
+of the queue; the full tier runs in test_reference_app.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from wsgiref.simple_server import make_server
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # `client` and `workers` live at the repository root
+    sys.path.insert(0, str(REPO))
+
+from client.database import make_engine, prepare
+from client.models import Submission
+from client.submit import SubmitError, fetch, submit
+from client.web import App, QuietHandler, Tasks, ThreadingWSGIServer
+from starlingpy.worker.programs import ProgramResult
+from workers.grading import outputs_match, verdict_of
+
+
+@pytest.mark.parametrize("expected, actual, same", [
+    ("5\n", "5\n", True),
+    ("5\n", "5", True),                      # missing final newline
+    ("5\n", "5  \n\n\n", True),              # trailing spaces and blank lines
+    ("a\nb\n", "a\r\nb\r\n", True),          # CRLF
+    ("5\n", "6\n", False),
+    ("a\nb\n", "a\n\nb\n", False),           # a blank line inside counts
+    ("a b\n", "a  b\n", False),              # inner spaces count
+    ("", "", True),
+    ("x\n", "", False),
+])
+def test_outputs_match(expected, actual, same):
+    assert outputs_match(expected, actual) is same
+
+
+def result(**changes) -> ProgramResult:
+    base = {"stdout": b"5\n", "stderr": b"", "exit_code": 0, "signal": None, "wall_time": 0.1,
+            "cpu_time": 0.05, "limit_hit": None}
+    return ProgramResult(**{**base, **changes})
+
+
+@pytest.mark.parametrize("changes, verdict", [
+    ({}, "accepted"),
+    ({"stdout": b"6\n"}, "wrong_answer"),
+    ({"limit_hit": "cpu", "exit_code": None, "signal": 24}, "time_limit"),
+    ({"limit_hit": "wall", "exit_code": None, "signal": 9}, "time_limit"),
+    ({"limit_hit": "memory", "exit_code": 1}, "memory_limit"),
+    ({"limit_hit": "output", "exit_code": None, "signal": 9}, "output_limit"),
+    ({"limit_hit": "file_size", "exit_code": None, "signal": 25}, "output_limit"),
+    ({"limit_hit": "processes", "exit_code": 1}, "runtime_error"),
+    ({"exit_code": 3}, "runtime_error"),
+    ({"exit_code": None, "signal": 11}, "runtime_error"),
+    # Right output but a crash at the end is still a runtime error.
+    ({"exit_code": 1, "stdout": b"5\n"}, "runtime_error"),
+])
+def test_verdict_rules(changes, verdict):
+    assert verdict_of(result(**changes), "5\n")[0] == verdict
+
+
+@pytest.fixture
+def web(tmp_path):
+    """The web app on a free loopback port, a real SQLite file, pushes recorded."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    prepare(engine)
+    pushed: list[tuple[str, int]] = []
+    tasks = Tasks(grade=lambda i: pushed.append(("grade", i)),
+                  regrade=lambda i: pushed.append(("regrade", i)))
+    httpd = make_server("127.0.0.1", 0, App(engine, tasks), server_class=ThreadingWSGIServer,
+                        handler_class=QuietHandler)
+    # A short poll interval only makes shutdown() quick.
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", engine, pushed
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        engine.dispose()
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_page_and_problem_list(web):
+    url, _, _ = web
+    status, page = get(url + "/")
+    assert status == 200 and b'id="source"' in page and b"/api/submissions" in page
+    status, body = get(url + "/api/problems")
+    slugs = [p["slug"] for p in json.loads(body)]
+    assert status == 200 and slugs == ["hello", "sum", "reverse"]
+
+
+def test_submit_writes_a_pending_row_and_pushes_one_grade_task(web):
+    url, engine, pushed = web
+    submission_id = submit(url, "hello", "print('Hello, world!')")
+    assert pushed == [("grade", submission_id)]
+    with Session(engine) as session:
+        row = session.get(Submission, submission_id)
+        assert (row.status, row.verdict, row.language, row.source) == (
+            "pending", None, "python", "print('Hello, world!')")
+    shown = fetch(url, submission_id)
+    assert (shown["id"], shown["status"], shown["problem"]) == (submission_id, "pending", "hello")
+
+
+@pytest.mark.parametrize("body, status, reason", [
+    ({"problem": "nope", "language": "python", "source": "x"}, 400, "no such problem"),
+    ({"problem": "hello", "language": "cobol", "source": "x"}, 400, "language"),
+    ({"problem": "hello", "language": "python", "source": "   "}, 400, "empty"),
+    ({"problem": "hello", "language": "python", "source": "x" * 70000}, 413, "source over"),
+])
+def test_bad_submissions_are_refused_and_nothing_is_pushed(web, body, status, reason):
+    url, engine, pushed = web
+    with pytest.raises(SubmitError, match=f"{status}: .*{reason}"):
+        submit(url, body["problem"], body["source"], body["language"])
+    assert pushed == []
+    with Session(engine) as session:
+        assert session.scalars(select(Submission)).all() == []
+
+
+def test_not_json_and_unknown_pages(web):
+    url, _, pushed = web
+    request = urllib.request.Request(url + "/api/submissions", data=b"{nope", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code == 400
+    assert get(url + "/api/submissions/999")[0] == 404
+    assert get(url + "/nothing")[0] == 404
+    assert pushed == []
+
+
+def test_regrade_pushes_the_batch_job_with_the_problem_id(web):
+    url, _, pushed = web
+    request = urllib.request.Request(url + "/api/problems/sum/regrade", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.status == 202
+    problems = json.loads(get(url + "/api/problems")[1])
+    assert pushed == [("regrade", next(p["id"] for p in problems if p["slug"] == "sum"))]
+
+
+def test_when_the_queue_refuses_the_row_is_removed_and_the_student_told(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    prepare(engine)
+
+    def queue_down(submission_id):
+        raise ConnectionRefusedError("no server")
+    httpd = make_server("127.0.0.1", 0, App(engine, Tasks(grade=queue_down, regrade=queue_down)),
+                        server_class=ThreadingWSGIServer, handler_class=QuietHandler)
+    threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
+    try:
+        with pytest.raises(SubmitError, match="503: the grading queue is unavailable"):
+            submit(f"http://127.0.0.1:{httpd.server_address[1]}", "hello", "print(1)")
+        with Session(engine) as session:
+            assert session.scalars(select(Submission)).all() == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        engine.dispose()

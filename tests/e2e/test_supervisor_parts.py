@@ -1,0 +1,172 @@
+"""The supervisor's parts, without a running tier: the config file (errors
+name key and line), pid files (stale detection), the restart back-off, the
+orphan reaper and the queue-size parsing used by ``status``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from starlingpy.config import ConfigError
+from starlingpy.supervisor.backoff import RestartPolicy
+from starlingpy.supervisor.config import load_tier, locate
+from starlingpy.supervisor.pidfile import live_pid, pid_alive, read_pid, write_pid
+from starlingpy.supervisor.queues import parse_queue_items
+from starlingpy.supervisor.reaper import zombie_children
+from starlingpy.supervisor.state import ProcessRecord, TierState, load_state, save_state
+from tests.support import wait_until
+
+GOOD = """\
+[server]
+host = "127.0.0.1"
+port = 22199
+queue_path = "spool"
+
+[supervisor]
+run_dir = "run"
+log_dir = "log"
+grace_period = 3
+
+[pools.graders]
+module = "workers.tasks"
+queues = ["submissions", "regrades"]
+instances = 4
+directory = ".."
+env = { APP_DATABASE_URL = "sqlite:///x.db" }
+
+[pools.mailers]
+module = "mail.tasks"
+queues = ["mail"]
+instances = 1
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tier.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_good_config_resolves_paths_against_the_file(tmp_path):
+    tier = load_tier(write(tmp_path, GOOD))
+    assert tier.server_address == "127.0.0.1:22199"
+    assert tier.settings.run_dir == (tmp_path / "run").resolve()
+    assert tier.settings.log_dir == (tmp_path / "log").resolve()
+    assert tier.settings.grace_period == 3
+    graders, mailers = tier.pools
+    assert (graders.name, graders.module, graders.queues, graders.instances) == (
+        "graders", "workers.tasks", ("submissions", "regrades"), 4)
+    assert graders.directory == tmp_path.parent.resolve()
+    assert graders.env == {"APP_DATABASE_URL": "sqlite:///x.db"}
+    assert (mailers.name, mailers.instances, mailers.directory) == ("mailers", 1, tmp_path.resolve())
+
+
+@pytest.mark.parametrize("old, new, key, line", [
+    ("instances = 4", 'instances = "four"', "pools.graders.instances", 14),
+    ("instances = 1", "instances = 0", "pools.mailers.instances", 21),
+    ('queues = ["mail"]', "queues = []", "pools.mailers.queues", 20),
+    ('queues = ["mail"]', 'queues = ["bad name"]', "pools.mailers.queues", 20),
+    ("grace_period = 3", "grace_perod = 3", "supervisor.grace_perod", 9),
+    ("grace_period = 3", "grace_period = true", "supervisor.grace_period", 9),
+    ('module = "mail.tasks"\n', "", "pools.mailers.module", 18),  # missing: its table
+    ("instances = 4", "instances = 4\ncolour = 1", "pools.graders.colour", 15),
+])
+def test_a_wrong_key_is_named_with_its_line(tmp_path, old, new, key, line):
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError) as caught:
+        load_tier(path)
+    message = str(caught.value)
+    assert f"'{key}'" in message
+    assert f"{path}:{line}:" in message
+
+
+def test_a_toml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, GOOD.replace("instances = 4", "instances = = 4"))
+    with pytest.raises(ConfigError, match="line 14"):
+        load_tier(path)
+
+
+def test_locate_tells_the_same_key_in_two_tables_apart():
+    assert locate(GOOD, "pools.graders.instances") == 14
+    assert locate(GOOD, "pools.mailers.instances") == 21
+    assert locate(GOOD, "pools.mailers") == 18
+    assert locate(GOOD, "pools.mailers.missing") == 18  # falls back to its table
+    assert locate(GOOD, "nowhere") is None
+
+
+def test_pid_file_round_trip_and_stale_detection(tmp_path):
+    path = tmp_path / "run" / "x.pid"
+    assert read_pid(path) is None and live_pid(path) is None
+    write_pid(path, os.getpid())
+    assert read_pid(path) == os.getpid()
+    # Our own command line has "pytest" (or python) in it, not "no-such-marker".
+    assert live_pid(path, marker=None) == os.getpid()
+    assert live_pid(path, marker="no-such-marker-in-cmdline") is None
+    assert not path.exists(), "a pid file of a process that is not ours is removed as stale"
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    write_pid(path, gone.pid)
+    assert not pid_alive(gone.pid)
+    assert live_pid(path, marker=None) is None
+    assert not path.exists(), "a pid file of a dead process is removed"
+
+    path.write_text("garbage\n")
+    assert read_pid(path) is None and live_pid(path) is None and not path.exists()
+
+
+def test_a_zombie_counts_as_dead_and_is_found_for_reaping():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        # Exited but not reaped yet: our zombie child.
+        wait_until(lambda: child.pid in zombie_children(os.getpid()), message="a zombie child")
+        assert not pid_alive(child.pid)
+    finally:
+        child.wait()
+    assert child.pid not in zombie_children(os.getpid())
+
+
+def test_backoff_doubles_up_to_the_maximum_then_declares_a_crash_loop():
+    policy = RestartPolicy(initial=0.5, maximum=4.0, loop_restarts=5, loop_window=60.0)
+    delays = [policy.next_delay(started_at=t, died_at=t + 0.1) for t in range(5)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert policy.next_delay(started_at=5, died_at=5.1) is None  # 6 deaths within 60 s
+
+
+def test_backoff_forgets_old_deaths_and_resets_after_a_healthy_run():
+    policy = RestartPolicy(initial=1.0, maximum=8.0, loop_restarts=2, loop_window=10.0)
+    assert policy.next_delay(0, 1) == 1.0
+    assert policy.next_delay(2, 3) == 2.0
+    # Ran 50 s (longer than the maximum delay): healthy, so back to the start,
+    # and the early deaths are outside the window.
+    assert policy.next_delay(3, 53) == 1.0
+    assert policy.next_delay(54, 55) == 2.0
+    assert policy.next_delay(56, 57) is None
+    policy.reset()
+    assert policy.next_delay(58, 59) == 1.0
+
+
+def test_state_file_round_trip(tmp_path):
+    state = TierState(supervisor_pid=1, started_at=2.0, config="c.toml", server_address="h:1",
+                      processes=[ProcessRecord(name="graders.1", kind="worker", pid=5, restarts=2,
+                                               state="running", last_exit="signal 9")])
+    save_state(tmp_path, state)
+    assert load_state(tmp_path) == state
+    (tmp_path / "state.json").write_text("{not json")
+    assert load_state(tmp_path) is None
+
+
+def test_queue_sizes_from_stats_are_not_fooled_by_look_alike_names():
+    stats = {
+        "curr_items": "9",
+        "queue_a_items": "3", "queue_a_total_items": "10", "queue_a_logsize": "100",
+        "queue_a_total_items_items": "1", "queue_a_total_items_logsize": "5",
+        "queue_x_expired_items": "0",
+    }
+    assert parse_queue_items(stats) == {"a": 3, "a_total_items": 1}
