@@ -8,8 +8,8 @@ Connections use their stdlib socket in non-blocking mode and call
 ``trio.lowlevel.wait_readable``/``wait_writable`` only when ``recv``/``send``
 would block: on the hot path this costs about half the CPU of trio's stream
 layer (measured in issue 2).  Because that path does not always yield, the
-loop adds an explicit checkpoint when it has not waited, so one busy client
-cannot starve the others.
+loop adds an explicit checkpoint after a few batches read without waiting,
+so one busy client cannot starve the others.
 
 Error handling: a ProtocolError is answered and the connection lives on (or
 is closed when the error says so).  Any other exception inside one connection
@@ -42,6 +42,9 @@ RECV_SIZE = 65536
 # Send what has accumulated once it passes this, before parsing further, so
 # a client pipelining gets of large items never makes us hold them all.
 SEND_HIGH_WATER = 256 * 1024
+# At most this many received batches (each up to RECV_SIZE) in a row before
+# the connection yields to the others.
+MAX_BATCHES_WITHOUT_YIELD = 4
 # Shutdown: how long in-flight connections get to finish before being cut.
 SHUTDOWN_GRACE = 10.0
 _OVERLOAD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -170,22 +173,34 @@ class QueueServer:
         counters = self.counters
         execute = session.execute
         control = self.control
+        write_pending = self.collection.write_pending
+        wait_readable = trio.lowlevel.wait_readable
+        idle_timeout = self.idle_timeout
         out: list[bytes] = []
         out_size = 0
-        busy_streak = False  # data arrived without our waiting for it, twice in a row
+        busy_batches = 0  # batches read in a row without waiting for the socket
         while not session.quit:
             try:
                 data = sock.recv(RECV_SIZE)
             except BlockingIOError:
-                if control.closing or not await self._wait_readable(sock):
+                if control.closing:
                     return
-                busy_streak = False
+                if idle_timeout:
+                    if not await self._wait_readable_or_idle(sock):
+                        return
+                else:
+                    await wait_readable(sock)
+                busy_batches = 0
                 continue
             if not data:
                 return
-            if busy_streak:
+            busy_batches += 1
+            if busy_batches > MAX_BATCHES_WITHOUT_YIELD:
+                # Yield now and then, so a client that never lets us block
+                # cannot starve the others; not on every batch (a full
+                # scheduler pass costs as much as the batch itself).
                 await trio.lowlevel.checkpoint()
-            busy_streak = True
+                busy_batches = 0
             counters.bytes_read += len(data)
             parser.feed(data)
             close_after = False
@@ -215,23 +230,33 @@ class QueueServer:
                     await self._send(sock, out)
                     out, out_size = [], 0
             if out:
-                await self._send(sock, out)
+                # The common case inline (one reply batch, sent whole at
+                # once); _send handles durability waits and partial sends.
+                if self.sync_always:
+                    await self._send(sock, out)
+                else:
+                    write_pending()
+                    reply = out[0] if len(out) == 1 else b"".join(out)
+                    counters.bytes_written += len(reply)
+                    try:
+                        sent = sock.send(reply)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(reply):
+                        await self._send_all(sock, memoryview(reply)[sent:])
                 out, out_size = [], 0
             else:
-                self.collection.write_pending()
+                write_pending()
             if close_after or control.closing:
                 return
 
-    async def _wait_readable(self, sock: socket.socket) -> bool:
-        """False when the idle timeout passed.
+    async def _wait_readable_or_idle(self, sock: socket.socket) -> bool:
+        """False when the idle timeout passed first.
 
-        No cancel scope on the hot path (a scope per wait cost a noticeable
-        share of a round trip): shutdown wakes idle connections by shutting
-        their read side instead (see request_shutdown).
+        The hot path waits without a cancel scope (one per wait cost a
+        noticeable share of a round trip); shutdown wakes idle connections by
+        shutting their read side instead (see request_shutdown).
         """
-        if not self.idle_timeout:
-            await trio.lowlevel.wait_readable(sock)
-            return True
         with trio.move_on_after(self.idle_timeout) as scope:
             await trio.lowlevel.wait_readable(sock)
         return not scope.cancelled_caught
@@ -243,7 +268,10 @@ class QueueServer:
             await self.collection.wait_durable()
         data = b"".join(out) if len(out) != 1 else out[0]
         self.counters.bytes_written += len(data)
-        view = memoryview(data)
+        await self._send_all(sock, memoryview(data))
+
+    @staticmethod
+    async def _send_all(sock: socket.socket, view: memoryview) -> None:
         while view:
             try:
                 sent = sock.send(view)
