@@ -35,5 +35,9 @@ bench: $(STAMP)
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check starlingpy tests bench client workers
 
+# The reference application: server, four graders and the web page.
+demo: $(STAMP)
+	$(BIN)/python -m workers.demo --port $(or $(WEB_PORT),8080)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache

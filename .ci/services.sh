@@ -38,4 +38,8 @@ if ! port_open 6379; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
   wait_port 6379
 fi
+# The reference application's page is tested in a real headless browser.
+if ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+  apt_install chromium chromium-driver || echo "chromium not installed: the browser test will skip" >&2
+fi
 echo "services: postgresql, mariadb, redis answering on loopback"
