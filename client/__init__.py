@@ -1,2 +1,2 @@
 """The reference application's web tier: models, the web app that takes
-submissions, and a command-line submitter. See ``docs/reference-app.md``."""
+submissions, and a command-line submitter. See the README, "The reference application"."""
