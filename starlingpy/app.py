@@ -13,8 +13,11 @@ import trio
 from starlingpy.cli.serve import drop_privileges, setup_logging
 from starlingpy.collection import QueueCollection, StartupError
 from starlingpy.config import Config
-from starlingpy.daemon import PidFileError, daemonize, remove_pidfile, write_pidfile
+from starlingpy.daemon import daemonize
 from starlingpy.journal import SyncPolicy
+from starlingpy.pidfile import PidFileError
+from starlingpy.pidfile import claim_pid_file as write_pidfile
+from starlingpy.pidfile import release_pid_file as remove_pidfile
 from starlingpy.tcp import ListenError, QueueServer
 
 log = logging.getLogger("starlingpy")

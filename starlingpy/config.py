@@ -101,16 +101,53 @@ _STARLING_YAML_KEYS = {
 }
 
 
-def line_of(text: str, key: str) -> int | None:
-    """Best-effort line number (1-based) where ``key`` is assigned in ``text``."""
+_TABLE_HEADER = re.compile(r'^\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$')
+_ASSIGNMENT = re.compile(r'^\s*"?([A-Za-z0-9_-]+)"?\s*=')
+
+
+def line_of(text: str, dotted: str) -> int | None:
+    """1-based line where the key ``dotted`` (``"pools.graders.instances"``)
+    is set in TOML ``text``, or of its table header, or None.
+
+    Section-aware, so the same key in two tables is told apart. Best effort:
+    it understands ``[a.b]`` headers and ``key = ...`` lines, which is how
+    people write these files. A text without table headers (Starling's YAML)
+    gets the first line that sets the key's last part (``key:``).
+    """
+    parts = dotted.split(".")
+    current: list[str] = []
+    table_line: int | None = None
+    saw_header = False
+    for number, line in enumerate(text.splitlines(), 1):
+        header = _TABLE_HEADER.match(line)
+        if header:
+            saw_header = True
+            current = [p.strip().strip('"\'') for p in header.group(1).split(".")]
+            if current == parts:
+                table_line = number
+            continue
+        key = _ASSIGNMENT.match(line)
+        if key and current + [key.group(1)] == parts:
+            return number
+    if table_line is not None:
+        return table_line
+    if not saw_header:
+        return _first_line_setting(text, parts[-1])
+    if len(parts) > 1:
+        return line_of(text, ".".join(parts[:-1]))
+    return None
+
+
+def _first_line_setting(text: str, key: str) -> int | None:
     pattern = re.compile(rf'^\s*"?{re.escape(key)}"?\s*[=:]', re.MULTILINE)
     match = pattern.search(text)
     return text.count("\n", 0, match.start()) + 1 if match else None
 
 
 def key_error(path: Path | None, text: str, key: str, problem: str) -> ConfigError:
+    """A ConfigError for the dotted ``key``: ``file:line: key 'a.b': problem``."""
     where = str(path) if path else "config"
-    line = line_of(text, key.rsplit(".", 1)[-1])
+    line = line_of(text, key)
     at = f"{where}:{line}" if line else where
     return ConfigError(f"{at}: key {key!r}: {problem}")
 

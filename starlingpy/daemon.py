@@ -1,95 +1,92 @@
-"""Detaching from the terminal, and pid files.
+"""Detaching from the terminal the classic way, for ``starlingpy serve -d``
+and ``starlingpy up``: fork, ``setsid``, fork again (so the daemon is no
+session leader and can never reacquire a terminal), stdin from /dev/null,
+stdout and stderr to a log file.
 
-``daemonize()`` double-forks with ``setsid`` in between (so the daemon is no
-session leader and can never reacquire a terminal) and keeps a pipe back to
-the original process, which waits until the daemon says it is ready (or
-why it failed) and exits with that status: an init script that runs
-``starlingpy serve -d`` knows the server answers once the command returns.
+The original process waits on a pipe until the daemon reports that start-up
+finished (or why it failed) and exits with that status: an init script that
+runs ``starlingpy serve -d`` knows the server answers once the command
+returns, and ``starlingpy up`` exits 0 only when the tier is really up.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
-def daemonize(log_path: Path | None = None, ready_timeout: float = 60.0) -> Callable[[str | None], None]:
-    """Detach; in the daemon, return ``notify(error)`` to call once ready or failed."""
+def daemonize(log_path: Path | None = None) -> Callable[..., None]:
+    """Fork into a daemon. Returns (in the daemon) the function to call once
+    start-up finished: ``report(None, summary)`` for success (the waiting
+    process prints the summary on stdout), ``report(message)`` for failure
+    (printed on stderr). Only the first report counts.
+
+    The original process never returns: it exits 0 on success and 1 on
+    failure, or if the daemon died before reporting. Output goes to
+    ``log_path`` (created, appended to), or nowhere without one.
+    """
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
     read_end, write_end = os.pipe()
-    if os.fork() > 0:  # the original process: wait for the verdict
+    sys.stdout.flush()  # or buffered output would be written twice, once per process
+    sys.stderr.flush()
+    if os.fork() > 0:
         os.close(write_end)
-        message = b""
-        with os.fdopen(read_end, "rb") as pipe:
-            message = pipe.read()
-        text = message.decode(errors="replace")
-        if text.startswith("ok"):
-            sys.stdout.write(text[2:])
-            sys.stdout.flush()
-            os._exit(0)
-        sys.stderr.write(text or "daemon exited before it was ready\n")
-        os._exit(1)
+        _wait_for_report(read_end)  # never returns
+    # First child: a new session without a controlling terminal ...
     os.close(read_end)
     os.setsid()
     if os.fork() > 0:
-        os._exit(0)
+        os._exit(0)  # ... whose leader leaves, so we can never get a terminal again.
     os.chdir("/")
-    os.umask(0o022)
     _redirect_stdio(log_path)
+    pipe = [write_end]  # emptied by the first report
 
-    def notify(error: str | None, detail: str = "") -> None:
-        nonlocal write_end
-        if write_end < 0:
+    def report(error: str | None, summary: str = "") -> None:
+        if not pipe:
             return
+        text = f"ok\n{summary}" if error is None else error
         try:
-            os.write(write_end, (f"error: {error}\n" if error else f"ok{detail}").encode())
+            os.write(pipe[0], text.encode() + b"\n")
+        except OSError:
+            pass  # the waiting process is gone; nothing to tell
         finally:
-            os.close(write_end)
-            write_end = -1
+            os.close(pipe.pop())
 
-    return notify
+    return report
+
+
+def _wait_for_report(read_end: int) -> None:
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    try:
+        os.wait()  # reap the first child, which exited at once
+    except ChildProcessError:
+        pass
+    message = b"".join(chunks).decode(errors="replace").strip()
+    if message.partition("\n")[0] == "ok":
+        summary = message.partition("\n")[2]
+        if summary:
+            sys.stdout.write(summary + "\n")
+            sys.stdout.flush()
+        os._exit(0)
+    sys.stderr.write((message or "the daemon exited before it was ready") + "\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _redirect_stdio(log_path: Path | None) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    target = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if log_path else devnull
+    target = devnull
+    if log_path is not None:
+        target = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(target, 1)
     os.dup2(target, 2)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as error:
-        return error.errno == errno.EPERM
-    return True
-
-
-def read_pidfile(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class PidFileError(Exception):
-    pass
-
-
-def write_pidfile(path: Path, pid: int | None = None) -> None:
-    """Write our pid atomically; refuse if a live process already owns the file."""
-    existing = read_pidfile(path)
-    if existing and existing != os.getpid() and pid_alive(existing):
-        raise PidFileError(f"{path} names a running process ({existing})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(f"{pid or os.getpid()}\n")
-    os.replace(temporary, path)
-
-
-def remove_pidfile(path: Path) -> None:
-    if read_pidfile(path) == os.getpid():
-        path.unlink(missing_ok=True)
+    for fd in {devnull, target} - {0, 1, 2}:  # an fd of 0-2 (they were closed) is in use now
+        os.close(fd)

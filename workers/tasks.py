@@ -13,7 +13,9 @@ is skipped, and the final write is guarded (``WHERE status != 'done'``) so
 two deliveries can never both give a verdict.
 
 Settings (environment): ``APP_DATABASE_URL`` (see ``client/database.py``),
-``STARLINGPY_SERVER`` (host:port for pushes, default 127.0.0.1:22122).
+``STARLINGPY_SERVER`` (host:port for the web tier's pushes, default
+127.0.0.1:22122). A task that pushes while a worker runs it, like
+``regrade_problem``, uses that worker's server (``starlingpy work --server``).
 """
 
 from __future__ import annotations

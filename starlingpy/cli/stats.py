@@ -4,9 +4,11 @@ stats, one row per queue (what Starling's ``starling_top`` did)."""
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import time
+
+from starlingpy.client.errors import ServerError
+from starlingpy.client.queue_stats import queue_names, read_stats
 
 QUEUE_COLUMNS = ("items", "bytes", "total_items", "expired_items", "open_transactions",
                  "waiters", "age", "logsize")
@@ -21,34 +23,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def fetch_stats(address: str, timeout: float = 5.0) -> dict[str, str]:
-    host, _, port = address.rpartition(":")
-    with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout) as sock:
-        sock.sendall(b"stats\r\n")
-        buffer = b""
-        while not buffer.endswith(b"END\r\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            buffer += chunk
-    stats = {}
-    for line in buffer.decode("utf-8", "replace").split("\r\n"):
-        parts = line.split(" ", 2)
-        if len(parts) == 3 and parts[0] == "STAT":
-            stats[parts[1]] = parts[2]
-    return stats
-
-
 def queue_rows(stats: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Per-queue values, keyed by queue name (names may contain underscores)."""
-    queues: dict[str, dict[str, str]] = {}
-    for key, value in stats.items():
-        if key.startswith("queue_") and key.endswith("_total_items"):
-            queues[key[len("queue_"):-len("_total_items")]] = {}
-    for name, row in queues.items():
-        for column in QUEUE_COLUMNS:
-            row[column] = stats.get(f"queue_{name}_{column}", "?")
-    return queues
+    """Per-queue values, keyed by queue name; a column the server lacks is ``?``."""
+    return {name: {column: stats.get(f"queue_{name}_{column}", "?") for column in QUEUE_COLUMNS}
+            for name in queue_names(stats)}
 
 
 def render(address: str, stats: dict[str, str]) -> str:
@@ -70,8 +48,8 @@ def render(address: str, stats: dict[str, str]) -> str:
 def run(args: argparse.Namespace) -> int:
     while True:
         try:
-            stats = fetch_stats(args.address, args.timeout)
-        except (OSError, ValueError) as error:
+            stats = read_stats(args.address, args.timeout)
+        except (OSError, ValueError, ServerError) as error:
             print(f"starlingpy stats: cannot read {args.address}: {error}", file=sys.stderr)
             return 1
         if args.watch:

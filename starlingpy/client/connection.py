@@ -19,9 +19,7 @@ from pymemcache.exceptions import (MemcacheError, MemcacheIllegalInputError,
 
 from .capabilities import Capabilities, detect
 from .errors import InvalidQueueName, ServerError
-
-
-_MAX_STATS_REPLY = 64 * 1024 * 1024  # bounds memory if a server never says END
+from .queue_stats import request_stats
 
 
 class ConnectionFailed(Exception):
@@ -136,40 +134,15 @@ class Connection:
             return self._mc.raw_command(line)
 
     def stats(self) -> dict[str, str]:
-        """``stats`` as ``{name: value}``, both text, values verbatim.
-
-        Read here rather than with pymemcache: its ``stats()`` keeps only the
-        first word of a value (``version starlingpy 0.1.0``), and its
-        ``raw_command`` loses all but the last 4 KiB of a long reply.
-        """
+        """``stats`` as ``{name: value}``, both text, values verbatim."""
         with self._translate(request_sent=True):
-            body = self._read_stats()
-        stats: dict[str, str] = {}
-        for line in body.decode("utf-8", "replace").split("\r\n"):
-            parts = line.split(" ", 2)
-            if len(parts) >= 2 and parts[0] == "STAT":
-                stats[parts[1]] = parts[2] if len(parts) == 3 else ""
-        return stats
-
-    def _read_stats(self) -> bytes:
-        sock = self._mc.sock
-        try:
-            sock.sendall(b"stats\r\n")
-            reply = bytearray()
-            while not (reply.endswith(b"\r\nEND\r\n") or reply == b"END\r\n"):
-                if reply.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")) \
-                        and reply.endswith(b"\r\n"):
-                    raise MemcacheServerError(bytes(reply).strip())
-                if len(reply) > _MAX_STATS_REPLY:
-                    raise MemcacheUnknownError("stats reply too long")
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise MemcacheUnexpectedCloseError()
-                reply += chunk
-            return bytes(reply)
-        except BaseException:
-            self._mc.close()  # mid-reply: the stream is out of step
-            raise
+            try:
+                return request_stats(self._mc.sock)
+            except BaseException as exc:
+                self._mc.close()  # mid-reply: the stream is out of step
+                if isinstance(exc, ServerError):  # an error reply, translated like any other
+                    raise MemcacheServerError(str(exc)) from exc
+                raise
 
     # -- plumbing --------------------------------------------------------
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from starlingpy.config import Config, ConfigError, load_config
+from starlingpy.config import Config, ConfigError, key_error, load_config
 
 _POOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
@@ -86,36 +86,6 @@ class TierConfig:
         return f"{self.server_host}:{self.server_port}"
 
 
-def locate(text: str, dotted: str) -> int | None:
-    """1-based line where the key ``dotted`` (``"pools.graders.instances"``)
-    is set in TOML ``text``, or of its table header, or None.
-
-    Section-aware, so the same key in two tables is told apart. Best effort:
-    it understands ``[a.b]`` headers and ``key = ...`` lines, which is how
-    people write these files.
-    """
-    parts = dotted.split(".")
-    lines = text.splitlines()
-    header = re.compile(r'^\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$')
-    current: list[str] = []
-    table_line: int | None = None
-    for number, line in enumerate(lines, 1):
-        match = header.match(line)
-        if match:
-            current = [p.strip().strip('"\'') for p in match.group(1).split(".")]
-            if current == parts:
-                table_line = number
-            continue
-        key = re.match(r'^\s*"?([A-Za-z0-9_-]+)"?\s*=', line)
-        if key and current + [key.group(1)] == parts:
-            return number
-    if table_line is not None:
-        return table_line
-    if len(parts) > 1:
-        return locate(text, ".".join(parts[:-1]))
-    return None
-
-
 class _Reader:
     """Typed access to one table, raising errors that name key and line."""
 
@@ -126,10 +96,8 @@ class _Reader:
         self.table = table
 
     def error(self, key: str, problem: str) -> ConfigError:
-        dotted = f"{self.prefix}.{key}" if key else self.prefix
-        line = locate(self.text, dotted)
-        where = f"{self.path}:{line}" if line else str(self.path)
-        return ConfigError(f"{where}: key {dotted!r}: {problem}")
+        return key_error(self.path, self.text, f"{self.prefix}.{key}" if key else self.prefix,
+                         problem)
 
     def check_known(self, known: set[str]) -> None:
         for key in self.table:

@@ -19,15 +19,9 @@ from typing import TextIO
 
 import trio
 
+from starlingpy.daemon import daemonize
+from starlingpy.pidfile import live_pid, pid_alive, read_pid, remove_pid, write_pid
 from starlingpy.supervisor.config import TierConfig
-from starlingpy.supervisor.daemon import daemonize
-from starlingpy.supervisor.pidfile import (
-    live_pid,
-    pid_alive,
-    read_pid,
-    remove_pid,
-    write_pid,
-)
 from starlingpy.supervisor.queues import queue_sizes
 from starlingpy.supervisor.state import load_state, remove_state
 from starlingpy.supervisor.tier import SERVER_STOP_GRACE, Tier

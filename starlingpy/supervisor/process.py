@@ -19,8 +19,8 @@ from pathlib import Path
 
 import trio
 
+from starlingpy.pidfile import remove_pid, write_pid
 from starlingpy.supervisor.backoff import RestartPolicy
-from starlingpy.supervisor.pidfile import remove_pid, write_pid
 from starlingpy.supervisor.state import ProcessRecord
 
 log = logging.getLogger("starlingpy.supervisor")

@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 import trio
 
+from starlingpy.reaper import become_subreaper, kill_adopted, reap_orphans
 from starlingpy.supervisor.backoff import RestartPolicy
 from starlingpy.supervisor.config import TierConfig
 from starlingpy.supervisor.process import ManagedProcess, child_env
-from starlingpy.supervisor.reaper import become_subreaper, kill_adopted, reap_orphans
 from starlingpy.supervisor.state import (
     ProcessRecord,
     TierState,
@@ -118,10 +118,10 @@ class Tier:
                         for index in range(1, pool.instances + 1):
                             name = f"{pool.name}.{index}"
                             # Each instance knows who it is (e.g. to pick its own sandbox
-                            # uid) and where the server is (for tasks that push tasks).
+                            # uid). Tasks that push tasks reach the server through the
+                            # worker's own client (given by --server).
                             env = child_env({**pool.env, "STARLINGPY_WORKER": name,
-                                             "STARLINGPY_WORKER_INDEX": str(index),
-                                             "STARLINGPY_SERVER": self.address},
+                                             "STARLINGPY_WORKER_INDEX": str(index)},
                                             python_path=pool.directory)
                             worker = self._managed(name, "worker", self._worker_argv(pool),
                                                    cwd=pool.directory, env=env)

@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from starlingpy.client import ClientError, Message, UnsupportedFeature
 from starlingpy.client.errors import ConfirmFailed
@@ -79,12 +79,18 @@ class Worker:
     :mod:`starlingpy.worker.db`). ``wait_timeout``: seconds one blocking get
     waits before the loop checks its stop flag again. ``reliable``: True
     requires reliable reads, False never uses them, None (default) uses them
-    where the server has them.
+    where the server has them. ``between_messages``: called before each
+    take, while no task runs (``starlingpy work`` reaps orphans there).
+
+    While a task runs, ``client`` is the task set's client in this process
+    (:meth:`TaskSet.using`): a task that pushes another task reaches the
+    server(s) this worker works for.
     """
 
     def __init__(self, taskset: TaskSet, queues: Sequence[str] | None = None, client=None,
                  engines: Iterable = (), *, wait_timeout: float = 5.0,
-                 reliable: bool | None = None, name: str | None = None) -> None:
+                 reliable: bool | None = None, name: str | None = None,
+                 between_messages: Callable[[], object] | None = None) -> None:
         self.taskset = taskset
         self.queues = list(queues) if queues else taskset.queues
         if not self.queues:
@@ -96,6 +102,7 @@ class Worker:
         self.wait_timeout = wait_timeout
         self.reliable = reliable
         self.name = name or taskset.name
+        self.between_messages = between_messages
         self.stop_requested: str | None = None   # None, "warm" or "cold"
         self._busy = False
         self._counts = dict(handled=0, succeeded=0, retried=0, failed=0, rejected=0)
@@ -116,6 +123,8 @@ class Worker:
             while self.stop_requested is None:
                 if max_messages is not None and handled >= max_messages:
                     break
+                if self.between_messages is not None:
+                    self.between_messages()
                 try:
                     got_one = self._take_and_handle(timeout=0 if burst else self.wait_timeout)
                 except (ClientError, _DatabaseUnavailable) as exc:
@@ -203,7 +212,7 @@ class Worker:
         except Exception as exc:
             raise _DatabaseUnavailable(f"database verification failed: {exc}") from exc
         try:
-            with self.databases.message_scope(verify_first=False):
+            with self.databases.message_scope(verify_first=False), self.taskset.using(self.client):
                 task.func(*task_msg.args, **task_msg.kwargs)
         except Exception as exc:
             if task_msg.attempt < task.max_attempts:

@@ -10,6 +10,10 @@ and exits (warm); two: every child aborts its message and exits (cold). Each
 child asks the kernel for SIGTERM when the parent dies
 (``PR_SET_PDEATHSIG``), so a SIGKILLed parent leaves no orphan working.
 
+The parent is the children's subreaper (Linux): the programs of a child
+killed mid-task are orphaned to it, not to init; it reaps them while it
+waits, and kills what still runs once every child has exited.
+
 Each child gets ``STARLINGPY_WORKER_INDEX`` (its slot, 0..N-1) in its
 environment. A child that dies while no stop was asked for (crash, OOM kill, non-zero
 exit) is restarted after a back-off that doubles from 1 s up to 30 s, and
@@ -29,11 +33,14 @@ import sys
 import time
 from collections.abc import Sequence
 
+from starlingpy.reaper import PeriodicReaper, become_subreaper, kill_adopted
+
 __all__ = ["WorkerPool", "die_with_parent", "worker_command", "WORKER_INDEX_ENV"]
 
 log = logging.getLogger("starlingpy.worker.pool")
 
 _BACKOFF_MIN, _BACKOFF_MAX, _HEALTHY_AFTER = 1.0, 30.0, 30.0
+_REAP_INTERVAL = 1.0  # how long the parent's wait may last while orphans might need reaping
 _PR_SET_PDEATHSIG = 1
 # Each child learns its slot (0..N-1), e.g. to pick its own sandbox uid for
 # run_program so one instance's fork bomb cannot eat another's process budget.
@@ -80,6 +87,7 @@ class WorkerPool:
         self.env = env
         self.signals_received = 0
         self.exit_codes: list[int] = []
+        self._reap: PeriodicReaper | None = None
 
     def run(self) -> int:
         wake_r, wake_w = os.pipe()
@@ -87,12 +95,16 @@ class WorkerPool:
         os.set_blocking(wake_w, False)
         old_wakeup = signal.set_wakeup_fd(wake_w)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        if become_subreaper():
+            self._reap = PeriodicReaper(self.pids, interval=_REAP_INTERVAL)
         try:
             for slot in self.slots:
                 self._start(slot)
             while not all(slot.done for slot in self.slots):
                 self._wait_once(wake_r)
         finally:
+            if self._reap is not None and (strays := kill_adopted(self.pids())):
+                log.info("pool: killed %d orphaned process(es)", strays)
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
             signal.set_wakeup_fd(old_wakeup)
@@ -136,6 +148,8 @@ class WorkerPool:
         now = time.monotonic()
         due = [s.restart_at for s in self.slots if s.restart_at is not None]
         timeout = max(0.0, min(due) - now) if due else None
+        if self._reap is not None:
+            timeout = _REAP_INTERVAL if timeout is None else min(timeout, _REAP_INTERVAL)
         fds = [s.pidfd for s in self.slots if s.pidfd is not None]
         try:
             readable, _, _ = select.select(fds + [wake_r], [], [], timeout)
@@ -148,14 +162,16 @@ class WorkerPool:
                 pass
         for slot in self.slots:
             if slot.pidfd is not None and slot.pidfd in readable:
-                self._reap(slot)
+                self._child_exited(slot)
+        if self._reap is not None:
+            self._reap()
         now = time.monotonic()
         for slot in self.slots:
             if slot.restart_at is not None and now >= slot.restart_at and self.signals_received == 0:
                 slot.restarts += 1
                 self._start(slot)
 
-    def _reap(self, slot: _Slot) -> None:
+    def _child_exited(self, slot: _Slot) -> None:
         code = slot.proc.wait()
         os.close(slot.pidfd)
         slot.pidfd = None

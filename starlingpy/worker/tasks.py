@@ -37,13 +37,14 @@ item keeps its bytes in ``raw`` so nothing is lost.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["TaskSet", "Task", "TaskMessage", "BadMessage", "FailureRecord", "MESSAGE_VERSION"]
@@ -180,7 +181,9 @@ class TaskSet:
 
     ``client_factory`` makes the Client used by ``push`` (and by workers
     that are not given one). It is called lazily, once per process: a forked
-    worker never shares its parent's sockets.
+    worker never shares its parent's sockets. While a worker runs a task it
+    lends the set its own client (:meth:`using`), so pushes made by the task
+    go to the worker's server(s) whatever the factory says.
     """
 
     def __init__(self, name: str, client_factory: Callable[[], Any] | None = None,
@@ -194,6 +197,7 @@ class TaskSet:
         self.tasks: dict[str, Task] = {}
         self._client = None
         self._client_pid: int | None = None
+        self._lent: tuple[Any, int] | None = None  # (client, pid) while a worker lends one
         self._lock = threading.Lock()
 
     def task(self, func: Callable | None = None, *, queue: str | None = None,
@@ -219,14 +223,29 @@ class TaskSet:
 
     @property
     def client(self):
-        """This process's client (made by ``client_factory`` on first use)."""
+        """This process's client: the one a running worker lent (:meth:`using`),
+        else the one ``client_factory`` made on first use."""
         with self._lock:
+            if self._lent is not None and self._lent[1] == os.getpid():
+                return self._lent[0]
             if self._client is None or self._client_pid != os.getpid():
                 if self.client_factory is None:
                     raise RuntimeError(f"TaskSet {self.name!r} has no client_factory")
                 self._client = self.client_factory()
                 self._client_pid = os.getpid()
             return self._client
+
+    @contextlib.contextmanager
+    def using(self, client) -> Iterator[None]:
+        """Make ``client`` this process's client for the block (on every
+        thread; a forked child does not inherit it). Blocks nest."""
+        with self._lock:
+            previous, self._lent = self._lent, (client, os.getpid())
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._lent = previous
 
     def send(self, queue: str, message: TaskMessage, client=None) -> None:
         (client or self.client).set(queue, message.to_dict())

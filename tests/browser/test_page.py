@@ -11,17 +11,13 @@ Set ``STARLINGPY_SCREENSHOT=docs/screenshot.png`` to save the page as PNG.
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
-import sys
-import textwrap
-import threading
 from pathlib import Path
 
 import pytest
 
-from tests.support import REPO
+from starlingpy.supervisor import load_tier, status_report
+from tests.e2e.tier_helpers import WebApp, graders_pool, starlingpy, write_tier_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -38,49 +34,20 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 SUM_PROGRAM = "import sys\nprint(sum(int(line) for line in sys.stdin))\n"
 
 
-def starlingpy(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "starlingpy", *args], cwd=REPO, check=False,
-                          capture_output=True, text=True, timeout=90)
-
-
 @pytest.fixture
 def web_url(tmp_path):
     """A tier (server + one grader) and the web app; yields the page's URL."""
     database = f"sqlite:///{tmp_path / 'app.db'}"
-    config = tmp_path / "tier.toml"
-    config.write_text(textwrap.dedent(f"""\
-        [server]
-        port = 0
-        queue_path = "spool"
-        sync = "never"
-        [supervisor]
-        run_dir = "run"
-        log_dir = "log"
-        [pools.graders]
-        module = "workers.tasks"
-        queues = ["submissions", "regrades"]
-        instances = 1
-        directory = "{REPO}"
-        env = {{ APP_DATABASE_URL = "{database}" }}
-        """))
+    config = write_tier_config(tmp_path, pools=graders_pool(database, instances=1))
     web = None
     try:
         up = starlingpy("up", "-c", str(config))
         assert up.returncode == 0, up.stderr
-        address = re.search(r"server (\S+)", starlingpy("status", "-c", str(config)).stdout).group(1)
-        web = subprocess.Popen([sys.executable, "-m", "client.web", "--port", "0", "--database",
-                                database, "--server", address], cwd=REPO, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        line = web.stdout.readline()  # the first line is the address (or a traceback)
-        threading.Thread(target=web.stdout.read, daemon=True).start()  # keep the pipe drained
-        match = re.search(r"serving on (http://\S+)", line)
-        assert match, f"web app did not start: {line}"
-        yield match.group(1)
+        web = WebApp(database, status_report(load_tier(config))["server_address"])
+        yield web.url
     finally:
         if web is not None:
-            web.terminate()
-            web.wait(timeout=30)
+            web.stop()
         starlingpy("down", "-c", str(config))
 
 

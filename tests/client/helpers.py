@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
+from collections.abc import Callable, Iterator
 
 from starlingpy.client import Client
 from tests.support import wait_until
@@ -37,3 +40,26 @@ def waiters(client: Client, queue: str) -> int:
 
 def wait_for_waiter(client: Client, queue: str) -> None:
     wait_until(lambda: waiters(client, queue) >= 1, message=f"a waiter on {queue}")
+
+
+@contextlib.contextmanager
+def tcp_stub(on_connection: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A loopback listener whose accept loop (a thread) hands each connection
+    to ``on_connection``; yields its ``host:port`` and closes it after."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:  # closed: the test is over
+                return
+            on_connection(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()

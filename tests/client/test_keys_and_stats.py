@@ -2,11 +2,17 @@
 
 import pytest
 
-from starlingpy.client import InvalidQueueName
+from starlingpy.client import InvalidQueueName, ServerError
 from starlingpy.client.capabilities import detect
 from starlingpy.client.keys import build_key, check_queue_name, queue_list
-from starlingpy.client.queue_stats import queue_names, queue_sizes
+from starlingpy.client.queue_stats import (
+    queue_items,
+    queue_names,
+    queue_sizes,
+    read_stats,
+)
 from starlingpy.client.servers import parse_address
+from tests.client.helpers import tcp_stub
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "a|b", "a+b", "a~b", "a b", "a\tb", "a\x00",
@@ -66,3 +72,31 @@ def test_parse_address():
     for bad in ["localhost", ":1", "host:", "host:port"]:
         with pytest.raises(ValueError):
             parse_address(bad)
+
+
+def test_read_stats_from_a_real_server(server, client, queue):
+    client.set(queue, "one")
+    stats = read_stats(server.address)
+    assert stats["pid"] == str(server.proc.pid)
+    assert queue_items(stats)[queue] == 1
+
+
+def _replying(reply: bytes):
+    """A stub that answers the first command with ``reply``, then hangs up."""
+    def answer(conn):
+        with conn:
+            conn.recv(1024)
+            conn.sendall(reply)
+    return answer
+
+
+def test_read_stats_errors_name_what_went_wrong():
+    with tcp_stub(_replying(b"STAT pid 1\r\nSTAT version x 0.1\r\nEND\r\n")) as address:
+        assert read_stats(address) == {"pid": "1", "version": "x 0.1"}  # spaces kept
+    with tcp_stub(_replying(b"ERROR\r\n")) as address, pytest.raises(ServerError, match="ERROR"):
+        read_stats(address)
+    with tcp_stub(_replying(b"STAT pid 1\r\n")) as address, \
+            pytest.raises(ConnectionError, match="closed"):
+        read_stats(address)
+    with pytest.raises(ValueError):
+        read_stats("no-port-here")

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from starlingpy.client import ServerUnavailable
-from tests.client.helpers import run_in_thread
+from tests.client.helpers import run_in_thread, tcp_stub
 
 
 def test_server_that_never_answers_times_out(silent_listener, make_client):
@@ -36,23 +36,14 @@ def test_set_moves_on_from_a_hung_server(silent_listener, server, make_client, q
 @pytest.fixture
 def counting_listener():
     """Accepts and closes at once, counting connections (a crashing server)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
     accepted = []
 
-    def serve():
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            accepted.append(conn)
-            conn.close()
+    def close_at_once(conn):
+        accepted.append(conn)
+        conn.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield "127.0.0.1:%d" % sock.getsockname()[1], accepted
-    sock.close()
+    with tcp_stub(close_at_once) as address:
+        yield address, accepted
 
 
 def test_dead_server_is_skipped_during_back_off(counting_listener, make_client):
@@ -84,9 +75,6 @@ def test_refused_connection_is_server_unavailable(make_client):
 def dropper():
     """Says it is starlingpy, then drops the connection on every get it reads,
     as a server crashing mid-request would; records the gets it saw."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
     gets = []
 
     def handle(conn):
@@ -98,17 +86,11 @@ def dropper():
                     gets.append(line)
                     return
 
-    def serve():
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+    def in_a_thread(conn):
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield "127.0.0.1:%d" % sock.getsockname()[1], gets
-    sock.close()
+    with tcp_stub(in_a_thread) as address:
+        yield address, gets
 
 
 def test_get_is_not_resent_after_the_request_was_sent(dropper, make_client):

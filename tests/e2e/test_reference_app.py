@@ -16,10 +16,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
-import textwrap
-import threading
 import urllib.request
 import uuid
 from pathlib import Path
@@ -29,14 +25,18 @@ import sqlalchemy
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from starlingpy.supervisor import load_tier, status_report
-from tests.support import REPO, wait_until
-
-if str(REPO) not in sys.path:  # `client` and `workers` live at the repository root
-    sys.path.insert(0, str(REPO))
-
 from client.models import Judgement, Submission
 from client.submit import submit, wait_for_verdict
+from starlingpy.supervisor import load_tier, status_report
+from tests.e2e.tier_helpers import (
+    WebApp,
+    alive,
+    graders_pool,
+    logs,
+    starlingpy,
+    write_tier_config,
+)
+from tests.support import wait_until
 
 PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 
@@ -66,21 +66,6 @@ MIX_EVERY_KIND = list(PROGRAMS) + ["loop"]
 assert len(MIX_40) == 40
 
 
-def starlingpy(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "starlingpy", *args], cwd=REPO, check=False,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-
-
 def sandboxed_processes() -> list[int]:
     """Live processes of the graders' sandbox uids (61001..61004)."""
     found = []
@@ -94,67 +79,6 @@ def sandboxed_processes() -> list[int]:
         if 61001 <= uid <= 61004 and state not in "ZX":
             found.append(int(entry.name))
     return found
-
-
-class WebApp:
-    """``python -m client.web`` on a free port; its output drained in a thread."""
-
-    def __init__(self, database_url: str, server: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "client.web", "--port", "0", "--database", database_url,
-             "--server", server], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        self.output: list[str] = []
-        found = threading.Event()
-        self.url: str | None = None
-
-        def drain() -> None:
-            for line in self.proc.stdout:
-                self.output.append(line)
-                match = re.search(r"serving on (http://\S+?)/?$", line.strip())
-                if match and self.url is None:
-                    self.url = match.group(1)
-                    found.set()
-            found.set()
-        threading.Thread(target=drain, daemon=True).start()
-        if not found.wait(60) or self.url is None:
-            self.stop()
-            raise RuntimeError("web app did not start:\n" + "".join(self.output))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-
-
-def write_config(tmp_path: Path, database_url: str) -> Path:
-    config = tmp_path / "tier.toml"
-    config.write_text(textwrap.dedent(f"""\
-        [server]
-        host = "127.0.0.1"
-        port = 0
-        queue_path = "spool"
-        sync = "never"
-
-        [supervisor]
-        run_dir = "run"
-        log_dir = "log"
-        grace_period = 10
-        backoff_initial = 0.2
-
-        [pools.graders]
-        module = "workers.tasks"
-        queues = ["submissions", "regrades"]
-        instances = 4
-        directory = "{REPO}"
-        env = {{ APP_DATABASE_URL = "{database_url}" }}
-        """))
-    return config
-
-
-def logs(config: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}"
-                     for p in sorted((config.parent / "log").glob("*.log")))
 
 
 @pytest.fixture
@@ -181,7 +105,8 @@ def postgres_url():
 def run_tier(tmp_path: Path, database_url: str, mix: list[str], regrade: bool = False) -> None:
     if shutil.which("gcc") is None:
         mix = [name for name in mix if not name.startswith("c_")]
-    config = write_config(tmp_path, database_url)
+    config = write_tier_config(tmp_path, supervisor="grace_period = 10\nbackoff_initial = 0.2\n",
+                               pools=graders_pool(database_url, instances=4))
     web = None
     engine = sqlalchemy.create_engine(database_url)
     try:

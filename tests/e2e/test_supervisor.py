@@ -18,6 +18,7 @@ import pytest
 from starlingpy.client import Client
 from starlingpy.supervisor import load_tier, status_report
 from starlingpy.worker.tasks import TaskMessage
+from tests.e2e.tier_helpers import alive, logs, starlingpy, write_tier_config
 from tests.support import REPO, ServerProcess, wait_until
 
 TASKS = '''
@@ -40,50 +41,17 @@ def block(marker):
 '''
 
 
-def starlingpy(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "starlingpy", *args], cwd=REPO, check=False,
-                          capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie has exited
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def make_tier(tmp_path: Path, *, module: str = "echo_tasks", instances: int = 2,
               grace: float = 5, extra: str = "", pool: bool = True) -> Path:
     (tmp_path / "echo_tasks.py").write_text(TASKS)
-    config = tmp_path / "tier.toml"
-    config.write_text(textwrap.dedent(f"""\
-        [server]
-        host = "127.0.0.1"
-        port = 0
-        queue_path = "spool"
-        sync = "never"
-
-        [supervisor]
-        run_dir = "run"
-        log_dir = "log"
-        grace_period = {grace}
-        backoff_initial = 0.1
-        {extra}
-
-        """) + (textwrap.dedent(f"""
+    pools = textwrap.dedent(f"""\
         [pools.echo]
         module = "{module}"
         queues = ["echo", "echo_low"]
         instances = {instances}
-        """) if pool else ""))
-    return config
+        """)
+    return write_tier_config(tmp_path, supervisor=f"grace_period = {grace}\nbackoff_initial = 0.1\n"
+                             f"{extra}\n", pools=pools if pool else "")
 
 
 def status(config: Path) -> dict:
@@ -95,11 +63,6 @@ def status_cli(config: Path) -> dict:
     result = starlingpy("status", "-c", str(config), "--json")
     assert result.returncode in (0, 3), result.stderr
     return json.loads(result.stdout)
-
-
-def logs(config: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}"
-                     for p in sorted((config.parent / "log").glob("*.log")))
 
 
 @pytest.fixture

@@ -12,12 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from starlingpy.config import ConfigError
+from starlingpy.client.queue_stats import queue_items
+from starlingpy.config import ConfigError, line_of
+from starlingpy.pidfile import (
+    PidFileError,
+    claim_pid_file,
+    live_pid,
+    pid_alive,
+    read_pid,
+    release_pid_file,
+    write_pid,
+)
+from starlingpy.reaper import zombie_children
 from starlingpy.supervisor.backoff import RestartPolicy
-from starlingpy.supervisor.config import load_tier, locate
-from starlingpy.supervisor.pidfile import live_pid, pid_alive, read_pid, write_pid
-from starlingpy.supervisor.queues import parse_queue_items
-from starlingpy.supervisor.reaper import zombie_children
+from starlingpy.supervisor.config import load_tier
 from starlingpy.supervisor.state import ProcessRecord, TierState, load_state, save_state
 from tests.support import wait_until
 
@@ -93,11 +101,39 @@ def test_a_toml_syntax_error_names_the_line(tmp_path):
 
 
 def test_locate_tells_the_same_key_in_two_tables_apart():
-    assert locate(GOOD, "pools.graders.instances") == 14
-    assert locate(GOOD, "pools.mailers.instances") == 21
-    assert locate(GOOD, "pools.mailers") == 18
-    assert locate(GOOD, "pools.mailers.missing") == 18  # falls back to its table
-    assert locate(GOOD, "nowhere") is None
+    assert line_of(GOOD, "pools.graders.instances") == 14
+    assert line_of(GOOD, "pools.mailers.instances") == 21
+    assert line_of(GOOD, "pools.mailers") == 18
+    assert line_of(GOOD, "pools.mailers.missing") == 18  # falls back to its table
+    assert line_of(GOOD, "nowhere") is None
+
+
+def test_line_of_finds_a_key_in_starlings_yaml_too():
+    text = "starling:\n  host: 127.0.0.1\n  port: twelve\n"
+    assert line_of(text, "starling.port") == 3
+    assert line_of("[server]\nport = 1\n", "server.missing") == 1  # its table
+
+
+def test_a_pid_file_is_claimed_unless_a_live_process_owns_it(tmp_path):
+    path = tmp_path / "server.pid"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    write_pid(path, gone.pid)
+    claim_pid_file(path)  # stale: replaced
+    assert read_pid(path) == os.getpid()
+    claim_pid_file(path)  # ours already: fine
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:
+            write_pid(path, other.pid)
+            with pytest.raises(PidFileError, match=str(other.pid)):
+                claim_pid_file(path)
+            release_pid_file(path)
+            assert path.exists(), "not ours: left alone"
+        finally:
+            other.kill()
+    write_pid(path, os.getpid())
+    release_pid_file(path)
+    assert not path.exists()
 
 
 def test_pid_file_round_trip_and_stale_detection(tmp_path):
@@ -169,4 +205,4 @@ def test_queue_sizes_from_stats_are_not_fooled_by_look_alike_names():
         "queue_a_total_items_items": "1", "queue_a_total_items_logsize": "5",
         "queue_x_expired_items": "0",
     }
-    assert parse_queue_items(stats) == {"a": 3, "a_total_items": 1}
+    assert queue_items(stats) == {"a": 3, "a_total_items": 1}

@@ -4,6 +4,7 @@ in $SAMPLE_MARKS so the test can see what ran where."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -39,3 +40,18 @@ def explode(tag: str) -> None:
 def whoami(tag: str) -> None:
     index = os.environ.get("STARLINGPY_WORKER_INDEX", "none")
     (MARKS / f"whoami-{tag}-{index}-{os.getpid()}").touch()
+
+
+@tasks.task(queue="fast")
+def relay(tag: str) -> None:
+    """Pushes a task from inside a worker (this set has no client_factory):
+    it must reach the worker's own server."""
+    note.push(f"relayed-{tag}")
+
+
+@tasks.task(queue="fast")
+def orphan(tag: str) -> None:
+    """Leaves an orphan: ``sh`` starts a sleeper in the background and exits."""
+    started = subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"],
+                             capture_output=True, text=True, check=True, timeout=30)
+    (MARKS / f"orphan-{tag}-{started.stdout.strip()}").touch()

@@ -273,6 +273,27 @@ def test_connections_killed_while_the_worker_waits(client, backend, verified):
         admin.dispose()
 
 
+def test_a_running_task_pushes_through_the_workers_client(client):
+    unreachable = Client(["127.0.0.1:1"], connect_timeout=0.5, set_retries=0)
+    tasks = TaskSet("lend", client_factory=lambda: unreachable)
+    seen = []
+
+    @tasks.task(queue="first")
+    def first(n):
+        second.push(n + 1)  # no client given: the task set's
+
+    @tasks.task(queue="second")
+    def second(n):
+        seen.append(n)
+
+    client.set("first", first.message(1).to_dict())
+    worker = Worker(tasks, client=client)
+    assert worker.work(burst=True) == 2
+    assert seen == [2] and worker.statistics().succeeded == 2
+    assert tasks.client is unreachable, "lent only while the task ran"
+    unreachable.close()
+
+
 def test_bad_queue_names_fail_at_construction(client):
     from starlingpy.client import InvalidQueueName
     tasks, _ = make_tasks(client)

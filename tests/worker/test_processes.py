@@ -192,3 +192,67 @@ def test_pool_restarts_a_crashed_worker_and_numbers_its_workers(server, client, 
     assert indexes <= {"0", "1"}
     pool.signal(signal.SIGINT)  # Ctrl-C reaches the parent only; it forwards
     assert pool.wait() == 0, pool.log.decode()
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except FileNotFoundError:
+        return None
+
+
+def test_a_task_pushing_a_task_reaches_the_workers_server(server, client, marks, tasks):
+    tasks.get("relay").push("r")
+    worker = WorkerProcess(server, marks, "--instances", "1", "--queues", "fast", "--burst")
+    assert worker.wait() == 0, worker.log.decode()
+    assert marks_matching(marks, "note-relayed-r"), worker.log.decode()
+    assert client.sizeof("failed") == 0
+
+
+def test_the_worker_reaps_the_orphans_of_its_tasks_and_kills_them_when_it_stops(server, marks, tasks):
+    tasks.get("orphan").push("o1")
+    tasks.get("orphan").push("o2")
+    worker = WorkerProcess(server, marks, "--instances", "1", "--queues", "fast")
+    wait_until(lambda: len(marks_matching(marks, "orphan-")) == 2, timeout=30,
+               message="both orphans started")
+    dead, running = (pid_of(m) for m in marks_matching(marks, "orphan-"))
+    try:
+        assert parent_of(dead) == parent_of(running) == worker.proc.pid, "adopted by the worker"
+        os.kill(dead, signal.SIGKILL)
+        wait_until(lambda: parent_of(dead) is None, timeout=20, message="the dead orphan reaped")
+        assert worker.proc.poll() is None
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0, worker.log.decode()
+        wait_until(lambda: parent_of(running) is None, timeout=20,
+                   message="the orphan still running killed when the worker stopped")
+    finally:
+        for pid in (dead, running):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_pool_adopts_the_orphans_of_a_killed_worker_and_kills_them_when_it_stops(server, marks,
+                                                                                   tasks):
+    pool = WorkerProcess(server, marks, "--instances", "2", "--queues", "fast")
+    tasks.get("orphan").push("p")
+    [mark] = wait_until(lambda: marks_matching(marks, "orphan-p"), timeout=30,
+                        message="the orphan started")
+    orphan = pid_of(mark)
+    try:
+        worker = parent_of(orphan)
+        assert worker not in (None, pool.proc.pid), "first adopted by the worker that ran the task"
+        os.kill(worker, signal.SIGKILL)
+        wait_until(lambda: parent_of(orphan) == pool.proc.pid, timeout=20,
+                   message="the orphan adopted by the pool")
+        wait_until(lambda: pool.log.count(b"starting on queues") == 3, timeout=30,
+                   message="the killed worker replaced")  # a stop during its back-off is exit 1
+        pool.signal(signal.SIGTERM)
+        assert pool.wait() == 0, pool.log.decode()
+        assert parent_of(orphan) is None, "killed and reaped when the pool stopped"
+    finally:
+        try:
+            os.kill(orphan, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

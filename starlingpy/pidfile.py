@@ -1,15 +1,20 @@
 """Pid files: write one atomically, read one back, tell a live process from a
-stale file.
+stale file. Used by ``starlingpy serve -P`` and by the supervisor.
 
-A pid file is stale when its process is gone, or when the pid was reused by
-a process that is not ours (on Linux we compare the command line with a
-marker, e.g. ``starlingpy``). Stale files are removed by whoever finds them.
+A pid file is stale when its process is gone (a zombie counts as gone), or,
+when a ``marker`` is given, when the pid was reused by a process that is not
+ours (on Linux we look for the marker, e.g. ``starlingpy``, in its command
+line). Stale files are removed by whoever finds them.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+
+class PidFileError(Exception):
+    """The pid file names another process that still runs."""
 
 
 def write_pid(path: Path, pid: int) -> None:
@@ -78,3 +83,23 @@ def remove_pid(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+def claim_pid_file(path: Path, marker: str | None = None) -> None:
+    """Write our own pid to ``path``; raise :class:`PidFileError` if the file
+    names another process that is alive (a stale file is replaced).
+
+    No marker by default: a server may run as ``server.py`` as well as
+    ``starlingpy``, and refusing a pid that merely looks reused is safer than
+    overwriting a live server's file.
+    """
+    existing = read_pid(path)
+    if existing is not None and existing != os.getpid() and pid_alive(existing, marker):
+        raise PidFileError(f"{path} names a running process ({existing})")
+    write_pid(path, os.getpid())
+
+
+def release_pid_file(path: Path) -> None:
+    """Remove ``path`` if it still names this process (not a successor's)."""
+    if read_pid(path) == os.getpid():
+        remove_pid(path)

@@ -1,12 +1,15 @@
-"""Reap orphans: the supervisor is the "child subreaper" of its tree.
+"""Reap orphans: become the "child subreaper" of our process tree.
 
 A grader kills a submitted program's process group; the dead grandchildren
 are orphans. Without a subreaper they go to PID 1, and in a container PID 1
 often never reaps them: the zombies pile up and, since zombies still count
 against ``RLIMIT_NPROC``, soon no program of that uid can start. With
-``PR_SET_CHILD_SUBREAPER`` they come to us, and we reap every zombie child
-that is not one of the processes we supervise (those are waited for by
-their own tasks).
+``PR_SET_CHILD_SUBREAPER`` they come to us instead, and we reap every zombie
+child that is not one of ours to wait for.
+
+Used by the supervisor (which waits for the processes it manages itself)
+and by ``starlingpy work`` (which reaps between messages, when no task can
+be waiting for a child of its own).
 """
 
 from __future__ import annotations
@@ -52,8 +55,9 @@ def zombie_children(parent: int, proc: Path = Path("/proc")) -> list[int]:
     return [pid for pid, state in children(parent, proc).items() if state == "Z"]
 
 
-def reap_orphans(managed: Callable[[], Iterable[int]]) -> int:
-    """Reap our zombie children except ``managed`` pids; returns how many."""
+def reap_orphans(managed: Callable[[], Iterable[int]] = tuple) -> int:
+    """Reap our zombie children except the pids ``managed()`` names (they are
+    waited for by their owners); returns how many."""
     keep = set(managed())
     reaped = 0
     for pid in zombie_children(os.getpid()):
@@ -67,7 +71,7 @@ def reap_orphans(managed: Callable[[], Iterable[int]]) -> int:
     return reaped
 
 
-def kill_adopted(managed: Iterable[int], timeout: float = 5.0) -> int:
+def kill_adopted(managed: Iterable[int] = (), timeout: float = 5.0) -> int:
     """SIGKILL and reap every child that is not ``managed``: orphans we
     adopted that still run (say, the program of a worker killed mid-grading).
     Called last on shutdown, so nothing of the tier outlives it."""
@@ -88,3 +92,21 @@ def kill_adopted(managed: Iterable[int], timeout: float = 5.0) -> int:
                 break
             time.sleep(0.01)
     return len(strays)
+
+
+class PeriodicReaper:
+    """``reap_orphans`` at most once every ``interval`` seconds, for a loop
+    that calls it far more often (a worker between messages): a /proc scan
+    is not free, and a zombie can wait a moment."""
+
+    def __init__(self, managed: Callable[[], Iterable[int]] = tuple, interval: float = 0.5) -> None:
+        self.managed = managed
+        self.interval = interval
+        self._last = float("-inf")
+
+    def __call__(self) -> int:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return 0
+        self._last = now
+        return reap_orphans(self.managed)
