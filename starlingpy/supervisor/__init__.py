@@ -9,7 +9,7 @@ Public API::
     status(tier, as_json=False)           # -> 0 running, 3 not running
     down(tier)                            # workers warm, then cold, then the server
 
-See ``docs/supervisor.md``.
+See the README, "The supervisor".
 """
 
 from starlingpy.supervisor.config import (
