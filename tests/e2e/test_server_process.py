@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -227,3 +228,35 @@ def test_stats_command_prints_queues(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout.decode()
     assert "visible" in out and "3" in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs root")
+def test_user_and_group_options_drop_privileges(tmp_path):
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    # pytest's tmp_path is private to root; nobody needs a path it can reach.
+    base = Path(tempfile.mkdtemp(prefix="starlingpy-user-"))
+    try:
+        base.chmod(0o755)
+        spool = base / "spool"
+        spool.mkdir()
+        os.chown(spool, nobody.pw_uid, nobody.pw_gid)
+        server = ServerProcess(spool, "-u", "nobody").start()
+        with BlockingClient(server.address) as client:
+            assert client.set(b"q", b"x") == b"STORED\r\n"
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+        assert all(p.stat().st_uid == nobody.pw_uid for p in spool.iterdir())
+        server.terminate()
+        # a directory the user cannot write is refused, clearly
+        private = base / "private"
+        private.mkdir(mode=0o700)
+        result = run_cli("serve", "-p", "0", "-u", "nobody", "-q", str(private / "spool"))
+        assert result.returncode != 0
+        assert b"private" in result.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
