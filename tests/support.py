@@ -10,8 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(rb"listening on (\S+):(\d+)")
@@ -53,7 +53,7 @@ class ServerProcess:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "ServerProcess":
+    def start(self, timeout: float = 30.0) -> ServerProcess:
         port = self.port if self.port is not None else self.requested_port
         cmd = [sys.executable, "-m", "starlingpy", "serve", "-h", self.host, "-p", str(port),
                "-q", str(self.queue_dir), *self.extra_args]
@@ -91,11 +91,11 @@ class ServerProcess:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=timeout)
 
-    def restart(self) -> "ServerProcess":
+    def restart(self) -> ServerProcess:
         """Start again on the same port and directory (after kill/terminate)."""
         return self.start()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -148,7 +148,7 @@ class BlockingClient:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "BlockingClient":
+    def __enter__(self) -> BlockingClient:
         return self
 
     def __exit__(self, *exc) -> None:

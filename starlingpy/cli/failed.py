@@ -66,7 +66,7 @@ def _describe(item, args) -> str:
         return json.dumps(record.to_dict() if record else {"raw": item.raw.decode("latin-1")})
     if record is None:
         return f"(not a failure record) {item.raw[:80]!r}"
-    when = datetime.datetime.fromtimestamp(record.failed_at, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = datetime.datetime.fromtimestamp(record.failed_at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     task = record.message.task if record.message else "?"
     attempt = record.message.attempt if record.message else "-"
     line = (f"{item.id or '-':32}  {when}  queue={record.queue}  task={task}  attempt={attempt}  "

@@ -11,8 +11,6 @@ import pwd
 import sys
 from pathlib import Path
 
-import trio
-
 from starlingpy import __version__
 from starlingpy.config import Config, ConfigError, ServerConfig, load_config
 

@@ -11,11 +11,26 @@
 """
 
 from .client import Client
-from .errors import (ClientError, ConfirmFailed, InvalidQueueName, NotStored, ServerError,
-                     ServerUnavailable, UnsupportedFeature)
+from .errors import (
+                     ClientError,
+                     ConfirmFailed,
+                     InvalidQueueName,
+                     NotStored,
+                     ServerError,
+                     ServerUnavailable,
+                     UnsupportedFeature,
+)
 from .message import Message
-from .serialization import (FLAG_JSON, FLAG_PICKLE, FLAG_RAW, FLAG_TEXT, JSONSerializer,
-                            PickleSerializer, RawSerializer, Serializer)
+from .serialization import (
+                     FLAG_JSON,
+                     FLAG_PICKLE,
+                     FLAG_RAW,
+                     FLAG_TEXT,
+                     JSONSerializer,
+                     PickleSerializer,
+                     RawSerializer,
+                     Serializer,
+)
 
 __all__ = [
     "Client", "Message", "Serializer", "JSONSerializer", "RawSerializer", "PickleSerializer",

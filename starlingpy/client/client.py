@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 from .connection import ConnectionFailed
 from .errors import ClientError, NotStored, ServerUnavailable, UnsupportedFeature
@@ -220,7 +220,7 @@ class Client:
         """Close every pooled connection."""
         self._pool.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:

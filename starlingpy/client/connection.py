@@ -9,13 +9,17 @@ server answered with an error; the connection itself was fine).
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from pymemcache.client.base import Client as MemcacheClient
-from pymemcache.exceptions import (MemcacheError, MemcacheIllegalInputError,
-                                   MemcacheServerError, MemcacheUnexpectedCloseError,
-                                   MemcacheUnknownError)
+from pymemcache.exceptions import (
+    MemcacheError,
+    MemcacheIllegalInputError,
+    MemcacheServerError,
+    MemcacheUnexpectedCloseError,
+    MemcacheUnknownError,
+)
 
 from .capabilities import Capabilities, detect
 from .errors import InvalidQueueName, ServerError
@@ -92,7 +96,7 @@ class Connection:
         previous = sock.gettimeout()
         sock.settimeout(0.0)
         try:
-            pending = sock.recv(1, socket.MSG_PEEK)
+            sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
             return False  # nothing to read: still open
         except OSError:

@@ -11,7 +11,7 @@ hands pymemcache bytes: its check then only re-confirms what we checked.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import InvalidQueueName
 

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .capabilities import Capabilities
 from .connection import Connection, ConnectionFailed

@@ -20,8 +20,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 from pymemcache.pool import ObjectPool
 

@@ -52,7 +52,7 @@ __all__ = ["Databases", "create_engine", "session", "verify", "verify_engine"]
 
 log = logging.getLogger(__name__)
 
-_current: contextvars.ContextVar["_MessageScope | None"] = contextvars.ContextVar(
+_current: contextvars.ContextVar[_MessageScope | None] = contextvars.ContextVar(
     "starlingpy_message_scope", default=None)
 
 
@@ -125,7 +125,7 @@ class Databases:
         return sum(verify_engine(engine) for engine in self.engines)
 
     @contextlib.contextmanager
-    def message_scope(self, verify_first: bool = True) -> Iterator["_MessageScope"]:
+    def message_scope(self, verify_first: bool = True) -> Iterator[_MessageScope]:
         """Verify connections, then run the body with per-message Sessions:
         rolled back if the body raises, closed always."""
         if verify_first:

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 
 __all__ = ["protect", "unprotect", "is_protected"]
 
-_protected: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+_protected: weakref.WeakSet[Engine] = weakref.WeakSet()
 _install_lock = threading.Lock()
 _installed = False
 

@@ -225,7 +225,7 @@ def _kill_every_process_of(uid: int, gid: int) -> None:
 
 
 def _give_tree(path: str, uid: int, gid: int) -> None:
-    for root, dirs, names in os.walk(path):
+    for root, _dirs, names in os.walk(path):
         os.chown(root, uid, gid)
         for name in names:
             os.chown(os.path.join(root, name), uid, gid)

@@ -71,11 +71,11 @@ class TaskMessage:
         return {"v": MESSAGE_VERSION, "id": self.id, "task": self.task, "args": list(self.args),
                 "kwargs": dict(self.kwargs), "enqueued_at": self.enqueued_at, "attempt": self.attempt}
 
-    def next_attempt(self) -> "TaskMessage":
+    def next_attempt(self) -> TaskMessage:
         return dataclasses.replace(self, attempt=self.attempt + 1, enqueued_at=time.time())
 
     @classmethod
-    def decode(cls, data: bytes | str | dict) -> "TaskMessage":
+    def decode(cls, data: bytes | str | dict) -> TaskMessage:
         """Parse a message from the item's bytes (or an already decoded
         dict). Raises :class:`BadMessage` with the reason."""
         if isinstance(data, (bytes, bytearray, str)):
@@ -122,7 +122,7 @@ class FailureRecord:
                 "raw": base64.b64encode(self.raw).decode("ascii") if self.raw is not None else None}
 
     @classmethod
-    def decode(cls, data: bytes | str | dict) -> "FailureRecord":
+    def decode(cls, data: bytes | str | dict) -> FailureRecord:
         if isinstance(data, (bytes, bytearray, str)):
             try:
                 data = json.loads(data)
@@ -144,7 +144,7 @@ class FailureRecord:
 class Task:
     """A function bound to a queue. Calling it runs it here; ``push`` enqueues."""
 
-    def __init__(self, taskset: "TaskSet", func: Callable, name: str, queue: str,
+    def __init__(self, taskset: TaskSet, func: Callable, name: str, queue: str,
                  max_attempts: int) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")

@@ -73,5 +73,5 @@ def silent_listener():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
-    yield "127.0.0.1:%d" % sock.getsockname()[1]
+    yield f"127.0.0.1:{sock.getsockname()[1]}"
     sock.close()

@@ -8,8 +8,17 @@ import pickle
 import pytest
 from pymemcache.client.base import Client as RawMemcache
 
-from starlingpy.client import (FLAG_JSON, FLAG_PICKLE, FLAG_RAW, InvalidQueueName, Message,
-                               NotStored, PickleSerializer, RawSerializer, ServerError)
+from starlingpy.client import (
+    FLAG_JSON,
+    FLAG_PICKLE,
+    FLAG_RAW,
+    InvalidQueueName,
+    Message,
+    NotStored,
+    PickleSerializer,
+    RawSerializer,
+    ServerError,
+)
 from tests.client.helpers import run_in_thread, wait_for_waiter
 
 

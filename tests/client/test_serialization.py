@@ -4,8 +4,15 @@ import pickle
 
 import pytest
 
-from starlingpy.client import (FLAG_JSON, FLAG_PICKLE, FLAG_RAW, FLAG_TEXT, JSONSerializer,
-                               PickleSerializer, RawSerializer)
+from starlingpy.client import (
+    FLAG_JSON,
+    FLAG_PICKLE,
+    FLAG_RAW,
+    FLAG_TEXT,
+    JSONSerializer,
+    PickleSerializer,
+    RawSerializer,
+)
 
 
 @pytest.mark.parametrize("value", [{"a": [1, 2.5, None, True]}, [], "text é", 0, -7, None])

@@ -64,7 +64,7 @@ def test_dead_server_is_skipped_during_back_off(counting_listener, make_client):
 def test_refused_connection_is_server_unavailable(make_client):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    address = "127.0.0.1:%d" % sock.getsockname()[1]
+    address = f"127.0.0.1:{sock.getsockname()[1]}"
     sock.close()  # nothing listens there now
     client = make_client([address])
     with pytest.raises(ServerUnavailable):

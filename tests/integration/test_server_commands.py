@@ -145,7 +145,7 @@ async def test_flush_all_keeps_queues_unless_enabled(client, nursery, tmp_path):
 
 
 async def test_stats_has_server_and_queue_lines_that_agree(client):
-    for i in range(3):
+    for _ in range(3):
         await client.call(b"set s1 0 0 4\r\nabcd\r\n")
     await client.call(b"get s1\r\n", b"END\r\n")
     stats = await client.call(b"stats\r\n", b"END\r\n")

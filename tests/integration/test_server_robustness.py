@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import resource
 import socket
-import threading
 
 import pymemcache
 import pytest
@@ -43,7 +42,7 @@ async def test_a_stalled_half_command_does_not_block_others(running, client):
     staller = await running.connect()
     await staller.send(b"set stalled 0 0 100\r\nonly part of it")
     await staller.send(b"get never")  # and an unfinished line on another
-    for i in range(20):
+    for _ in range(20):
         assert await client.call(b"set fine 0 0 1\r\nx\r\n") == b"STORED\r\n"
     assert await client.call(b"get stalled\r\n", b"END\r\n") == b"END\r\n"
 
@@ -62,7 +61,7 @@ async def test_a_client_that_never_reads_replies_does_not_stall_others(running, 
             except BlockingIOError:
                 break
             await trio.sleep(0)
-    for i in range(20):
+    for _ in range(20):
         assert await client.call(b"set other 0 0 1\r\nx\r\n") == b"STORED\r\n"
     flooder.close()
     assert sent > 0

@@ -29,7 +29,7 @@ class _Queues:
 
 
 class _Handler(socketserver.StreamRequestHandler):
-    server: "_TCPServer"
+    server: _TCPServer
 
     def handle(self) -> None:
         queues = self.server.queues
@@ -123,7 +123,7 @@ class PlainMemcacheQueue:
     def version_count(self) -> int:
         return self._server.queues.versions
 
-    def start(self) -> "PlainMemcacheQueue":
+    def start(self) -> PlainMemcacheQueue:
         self._thread.start()
         return self
 
@@ -132,7 +132,7 @@ class PlainMemcacheQueue:
         self._server.server_close()
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> "PlainMemcacheQueue":
+    def __enter__(self) -> PlainMemcacheQueue:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
