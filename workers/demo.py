@@ -10,6 +10,7 @@ address, and on Ctrl-C stops the web app and the tier. Data goes to ``var/``.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080, help="the page's port (default 8080)")
     args = parser.parse_args(argv)
+    # SIGTERM (a service manager, `timeout`, `kill`) stops the tier like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if starlingpy("up") != 0:
         return 1
     starlingpy("status")
