@@ -47,7 +47,7 @@ from .journal.legacy import parse_legacy
 from .journal.replay import Recovered, replay
 from .journal.sync import GroupCommit, SyncPolicy
 from .names import SUFFIX, is_journal_filename, queue_filename, queue_name_from_filename
-from .queue import Item, PersistentQueue, QueueLimits, QueueStatistics
+from .queue import PersistentQueue, QueueLimits, QueueStatistics
 
 log = logging.getLogger("starlingpy.journal")
 NO_LIMITS = QueueLimits()
@@ -87,7 +87,10 @@ class QueueCollection:
         # Readers parked on a name, shared by every queue object of that name:
         # a reader parked on a queue that is then deleted and made again still
         # hears the puts on the new one.
-        self._parked: dict[bytes, set[trio.Event]] = {}
+        self._parked: dict[bytes, dict[trio.Event, None]] = {}
+        # Queues a woken reader was parked on: once it has tried to take, a
+        # wake it did not use is passed on (see _pass_on_wakes).
+        self._woken_on: list[PersistentQueue] = []
         self._closed = False
 
     @classmethod
@@ -137,12 +140,11 @@ class QueueCollection:
             return False
         queue._deleted = True
         queue._pending.clear()
-        queue._items.clear()
-        queue._count = queue._bytes = queue._runs = 0
+        queue._drop_waiting()
         self._commit.forget(queue._journal)
         queue._journal.delete()
         self._commit.changed_directory(self.directory)
-        queue._wake()  # blocked readers re-check (and find nothing)
+        queue._wake_all()  # blocked readers re-check (and find nothing)
         if not queue._waiters:
             self._parked.pop(name, None)
         return True
@@ -163,7 +165,16 @@ class QueueCollection:
     async def wait_for_put(self, queues: Sequence[PersistentQueue], deadline: float) -> None:
         """Park until any of ``queues`` may have an item, or until
         ``deadline`` (``trio.current_time()`` terms). Counts as a waiter on
-        each queue meanwhile. Always checkpoints; cancel-safe."""
+        each queue meanwhile. Always checkpoints; cancel-safe.
+
+        A put wakes one parked reader per item, not all of them. The woken
+        caller is expected to try to take at once (before its next
+        checkpoint), then to come back here or to let ``write_pending`` run,
+        as the connection loop does before every reply: either passes the
+        wake on to another reader if the item is still there.
+        """
+        if self._woken_on:
+            self._pass_on_wakes()
         if any(queue._count for queue in queues):
             await trio.lowlevel.checkpoint()
             return
@@ -171,20 +182,37 @@ class QueueCollection:
         for queue in queues:
             if queue._deleted:  # park where the name's next queue will look
                 queue._waiters = self._parked.setdefault(queue.name, queue._waiters)
-            queue._waiters.add(woken)
+            queue._waiters[woken] = None
         try:
             with trio.move_on_at(deadline):
                 await woken.wait()
         finally:
             for queue in queues:
-                queue._waiters.discard(woken)
+                queue._waiters.pop(woken, None)
                 if not queue._waiters and queue.name not in self._queues:
                     self._parked.pop(queue.name, None)
+            if woken.is_set():
+                self._woken_on += queues
+
+    def _pass_on_wakes(self) -> None:
+        """Readers woken by a put have had their try: where items are still
+        waiting with readers parked and none of those readers woken, wake one
+        (it passes the wake on in turn if it has no use for it)."""
+        queues, self._woken_on = self._woken_on, []
+        for queue in queues:
+            if queue._deleted:  # its name's readers are parked on the queue made since, if any
+                queue = self._queues.get(queue.name, queue)
+            if (queue._count and queue._waiters and not queue._deleted
+                    and not any(event.is_set() for event in queue._waiters)):
+                queue._wake()
 
     # -- durability --------------------------------------------------------
 
     def write_pending(self) -> None:
-        """Write every queue's buffered records (one write per journal)."""
+        """Write every queue's buffered records (one write per journal).
+        Also passes on wakes that woken readers did not use."""
+        if self._woken_on:
+            self._pass_on_wakes()
         dirty = self._dirty
         if not dirty:
             return
@@ -194,7 +222,7 @@ class QueueCollection:
                 if queue._write_pending():
                     commit.wrote(queue._journal)
         except BaseException:
-            self._dirty = [queue for queue in dirty if queue._dirty]
+            dirty[:] = [queue for queue in dirty if queue._dirty]  # in place: queues hold its append
             raise
         dirty.clear()
 
@@ -265,9 +293,6 @@ class QueueCollection:
 
     # -- internals ---------------------------------------------------------
 
-    def _mark_dirty(self, queue: PersistentQueue) -> None:
-        self._dirty.append(queue)
-
     def _limits_for(self, name: bytes) -> QueueLimits:
         return self._limits_by_name.get(name, self._default_limits)
 
@@ -275,7 +300,7 @@ class QueueCollection:
                    state: Recovered | None = None) -> PersistentQueue:
         args = (name, journal)
         kwargs = {"limits": self._limits_for(name), "clock": self._clock,
-                  "on_dirty": self._mark_dirty, "max_journal_size": self._max_journal_size}
+                  "on_dirty": self._dirty.append, "max_journal_size": self._max_journal_size}
         if state is None:
             queue = PersistentQueue(*args, **kwargs)
         else:
@@ -397,9 +422,7 @@ class QueueCollection:
             queue._journal.fsync()
             fsync_directory(self.directory)
             for expiry, item_data in parsed.items:
-                queue._items.append(Item(item_data, 0, float(expiry), added))
-                queue._count += 1
-                queue._bytes += len(item_data)
+                queue._append_loaded(item_data, 0, float(expiry), added)
             if parsed.cut:
                 log.warning("queue %r: Starling journal %s ends in a record cut short; "
                             "ignored its last %d bytes", name, path, parsed.cut)

@@ -151,96 +151,93 @@ def _removes_frame(count: int) -> list[bytes]:
                         bytes(8 * count), [], 0, 0.0)
 
 
-class RecordBuffer:
-    """Records waiting to be written, as columns; encodes them as frames.
+_ONE_RECORD = struct.Struct("<BIId")  # op, arg, length, expiry: a one-record frame's columns
+_ONE_REMOVE = _removes_frame(1)
+ONE_REMOVE_FRAME = b"".join(_ONE_REMOVE)  # every frame holding one REMOVE is these bytes
 
-    The queue appends to it on every operation (a handful of C-level appends
-    each), and the collection turns it into frames at ``write_pending``.
+REMOVE_RECORD = (REMOVE, 0, b"", 0.0)  # a REMOVE record, ready to append to RecordBuffer.records
+
+
+class RecordBuffer:
+    """Records waiting to be written; encodes them as frames.
+
+    Each record is buffered as one tuple ``(op, arg, data, expiry)`` (a
+    single C-level append); :meth:`encode` turns them into columns with
+    ``zip`` at C speed, or takes the one-record short path. The queue calls
+    ``add``/``op``, or on its hot paths appends to ``records`` itself (an
+    ADD tuple after setting ``added`` as ``add`` does, or
+    :data:`REMOVE_RECORD`); the collection encodes at ``write_pending``.
     """
 
-    __slots__ = ("added", "args", "data", "data_len", "expiries", "lengths", "ops")
+    __slots__ = ("added", "records")
 
     def __init__(self) -> None:
-        self.ops = bytearray()
-        self.args = array("I")
-        self.lengths = array("I")
-        self.expiries = array("d")
-        self.data: list = []
-        self.data_len = 0
+        self.records: list[tuple[int, int, bytes, float]] = []
         self.added: float | None = None  # enqueue time of the first ADD buffered
 
     def __len__(self) -> int:
-        return len(self.ops)
+        return len(self.records)
 
     def add(self, data: bytes, flags: int, expiry: float, added: float) -> None:
         """Buffer an ADD record."""
         if self.added is None:
             self.added = added
-        self.ops.append(ADD)
-        self.args.append(flags)
-        self.lengths.append(len(data))
-        self.expiries.append(expiry)
-        if data:  # empty parts would only cost a join slot
-            self.data.append(data)
-            self.data_len += len(data)
+        self.records.append((ADD, flags, data, expiry))
 
     def op(self, code: int, arg: int = 0, note: bytes = b"") -> None:
         """Buffer a record other than ADD."""
-        self.ops.append(code)
-        self.args.append(arg)
-        self.lengths.append(len(note))
-        self.expiries.append(0.0)
-        if note:
-            self.data.append(note)
-            self.data_len += len(note)
+        self.records.append((code, arg, note, 0.0))
 
     def encode(self) -> list[bytes]:
         """Every buffered record as frames (``[header, body, header, body...]``)."""
-        count = len(self.ops)
-        if count > MAX_FRAME_RECORDS or self.data_len > MAX_FRAME_DATA:
-            return self._encode_split()
-        if self.added is None and not self.data_len and self.ops.count(REMOVE) == count:
-            return _removes_frame(count)  # takes only: the frame depends on the count alone
-        if _LITTLE:  # the hot path: the arrays' own bytes are the columns
-            body = b"".join([self.ops, self.args, self.lengths, self.expiries, *self.data])
-            rest = _FRAME_REST.pack(count, self.data_len, self._added(), zlib.crc32(body))
+        records = self.records
+        count = len(records)
+        if count == 1:
+            # Almost every write is one put or one take: its own short path
+            # (the same bytes as encode_frame makes).
+            op, arg, data, expiry = records[0]
+            if op == REMOVE:
+                return _ONE_REMOVE
+            size = len(data)
+            body = _ONE_RECORD.pack(op, arg, size, expiry) + data
+            rest = _FRAME_REST.pack(1, size, self.added or 0.0, zlib.crc32(body))
             return [_CRC.pack(zlib.crc32(rest)) + rest, body]
-        return encode_frame(count, self.ops, little_endian(self.args),
-                            little_endian(self.lengths), little_endian(self.expiries),
-                            self.data, self.data_len, self._added())
+        ops, args, data, expiries = zip(*records)
+        ops = bytes(ops)
+        if self.added is None and ops.count(REMOVE) == count:
+            return _removes_frame(count)  # takes only: the frame depends on the count alone
+        lengths = array("I", map(len, data))
+        data_len = sum(lengths)
+        if count > MAX_FRAME_RECORDS or data_len > MAX_FRAME_DATA:
+            return self._encode_split(ops, array("I", args), lengths, array("d", expiries), data)
+        return encode_frame(count, ops, little_endian(array("I", args)), little_endian(lengths),
+                            little_endian(array("d", expiries)), list(data), data_len,
+                            self._added())
 
     def _added(self) -> float:
         return 0.0 if self.added is None else self.added
 
-    def _encode_split(self) -> list[bytes]:
+    def _encode_split(self, ops: bytes, args: array, lengths: array, expiries: array,
+                      data: tuple) -> list[bytes]:
         chunks: list[bytes] = []
-        parts = iter(self.data)
         start = 0
-        count = len(self.ops)
+        count = len(ops)
         while start < count:
-            end, size, frame_data = start, 0, []
+            end, size = start, 0
             while end < count and end - start < MAX_FRAME_RECORDS:
-                length = self.lengths[end]
+                length = lengths[end]
                 if end > start and size + length > MAX_FRAME_DATA:
                     break
-                if length:
-                    frame_data.append(next(parts))
                 size += length
                 end += 1
-            chunks += encode_frame(end - start, self.ops[start:end],
-                                   little_endian(self.args[start:end]),
-                                   little_endian(self.lengths[start:end]),
-                                   little_endian(self.expiries[start:end]),
-                                   frame_data, size, self._added())
+            chunks += encode_frame(end - start, ops[start:end], little_endian(args[start:end]),
+                                   little_endian(lengths[start:end]),
+                                   little_endian(expiries[start:end]), list(data[start:end]),
+                                   size, self._added())
             start = end
         return chunks
 
     def clear(self) -> None:
         """Forget every buffered record (after they were written, or dropped)."""
-        del self.ops[:]  # reusing the columns is cheaper than new ones
-        del self.args[:]
-        del self.lengths[:]
-        del self.expiries[:]
-        self.data.clear()
-        self.data_len = 0
+        self.records.clear()
         self.added = None

@@ -117,9 +117,17 @@ class JournalFile:
 
     def append(self, chunks: Sequence[bytes]) -> None:
         """Write encoded frames at the end (one ``writev``; no fsync)."""
-        assert self.fd is not None, "journal is closed"
+        fd = self.fd
+        assert fd is not None, "journal is closed"
         try:
-            self.size += write_all(self.fd, chunks)
+            if len(chunks) <= _IOV_MAX:  # write_all's usual case, inline: this is the hot path
+                done = os.writev(fd, chunks)
+                want = sum(map(len, chunks))
+                if done != want:
+                    _finish_write(fd, chunks, done)
+                self.size += want
+            else:
+                self.size += write_all(fd, chunks)
         except OSError:
             # A frame half-written mid-file would read as corruption and hide
             # every frame after it: take the partial frame back out.

@@ -8,23 +8,33 @@ loops in Python per record where it can avoid it:
   common case) is applied in bulk: the queue is FIFO and a REMOVE never
   meets an empty queue, so ``a`` adds and ``r`` removes in any order leave
   what "all adds, then ``r`` removes" leaves.
+* Frames of one record (one put or take per write: what a crash leaves of
+  a server with unpipelined clients) have a short path of their own. A
+  one-REMOVE frame is always the same bytes (:data:`ONE_REMOVE_FRAME`), so
+  one comparison replaces its checksums. A one-ADD frame costs two array
+  appends (where it is, when it was made); consecutive ones form one
+  *stretch* whose columns and data are gathered at the end with
+  ``map``/``join`` at C speed. OPEN, CLOSE and ABORT are applied inline.
 * Items are not built while scanning. The queue state is kept as numbers:
   items are numbered in the order they were added, the waiting items are
   ``front`` (items put back at the head by ABORT, explicit) followed by the
   range ``[lo, hi)``. Only frames holding live items are decoded at the end,
   their columns read with ``array.frombytes`` and their data copied into
   compact :class:`ItemRun` blocks, so a recovered item costs its data plus a
-  few bytes, not a Python object, until it is taken.
+  few bytes, not a Python object, until it reaches the front of its queue.
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, compress
+from itertools import accumulate, compress, repeat
+from operator import add
 
 from .codec import (
     ABORT,
@@ -35,6 +45,7 @@ from .codec import (
     FRAME_HEADER_SIZE,
     MAX_OP,
     NOTE,
+    ONE_REMOVE_FRAME,
     OPEN,
     RECORD_FIXED_SIZE,
     REMOVE,
@@ -42,50 +53,53 @@ from .codec import (
     little_endian,
 )
 
+_ONE_RECORD = struct.Struct("<BIId")  # a record's fixed part: op, arg, length, expiry
+_U32 = struct.Struct("<I")
+_ONE_REMOVE_SIZE = len(ONE_REMOVE_FRAME)
+(_ONE_REMOVE_CRC,) = struct.unpack_from("<I", ONE_REMOVE_FRAME)
 RUN_ITEMS = 4096
 RUN_BYTES = 1 << 20
 _ADD_SELECT = bytes([1]) + bytes(255)  # translate table: ADD -> 1, any other op -> 0
 
 
 class ItemRun:
-    """Recovered items held as columns until taken, oldest first.
+    """Items held as columns until they reach the front of their queue,
+    oldest first: recovered from a journal, or sealed by the queue from
+    items put at run time. Never changed once made.
 
     ``data`` is the items' data back to back; ``lengths``, ``flags`` and
     ``expiries`` are their columns (``flags``/``expiries`` are ``None`` when
     all zero). Enqueue times are per frame: item ``i`` was added at
-    ``times[bisect_right(starts, i) - 1]``. ``index`` is the next item to
-    take and ``offset`` where its data starts; the queue advances both.
+    ``times[bisect_right(starts, i) - 1]``; or, when ``starts`` is ``None``,
+    per item: ``times[i]``.
     """
 
-    __slots__ = ("data", "expiries", "flags", "index", "lengths", "offset", "starts", "times")
+    __slots__ = ("data", "expiries", "flags", "lengths", "starts", "times")
 
     def __init__(self, data: bytes, lengths: array, flags: array | None,
-                 expiries: array | None, starts: array, times: array) -> None:
+                 expiries: array | None, starts: array | None, times: array) -> None:
         self.data = data
         self.lengths = lengths
         self.flags = flags
         self.expiries = expiries
         self.starts = starts
         self.times = times
-        self.index = 0
-        self.offset = 0
 
     def __len__(self) -> int:
-        return len(self.lengths) - self.index
+        return len(self.lengths)
 
     def added(self, i: int) -> float:
         """When item ``i`` was enqueued."""
+        if self.starts is None:
+            return self.times[i]
         return self.times[bisect_right(self.starts, i) - 1]
 
-    def remaining(self, i: int, offset: int) -> tuple[bytes, bytes, bytes, bytes, int]:
-        """Columns of items ``i`` on (whose data starts at ``offset``), as
-        little-endian bytes for a frame: ``(args, lengths, expiries, data, count)``."""
-        n = len(self.lengths)
-        flags = self.flags[i:] if self.flags is not None else array("I", bytes(4 * (n - i)))
-        expiries = (self.expiries[i:] if self.expiries is not None
-                    else array("d", bytes(8 * (n - i))))
-        return (little_endian(flags), little_endian(self.lengths[i:]), little_endian(expiries),
-                self.data[offset:], n - i)
+    def time_steps(self) -> tuple[Sequence[int], Sequence[float]]:
+        """``(starts, times)``: item ``starts[k]`` and those after it up to
+        ``starts[k + 1]`` were added at ``times[k]``."""
+        if self.starts is None:
+            return range(len(self.times)), self.times
+        return self.starts, self.times
 
 
 @dataclass
@@ -144,6 +158,11 @@ class _Scan:
         self.f_added = array("d")
         self.f_end = array("Q")
         self.f_simple = bytearray()
+        # One-ADD frames: body offset and time of each. A row above with
+        # count 0 is a stretch of them: f_body is the index here of its first.
+        self.s_body = array("Q")
+        self.s_added = array("d")
+        self.s_rows = 0  # how many of them are in rows so far
         self.lo = self.hi = 0
         self.front: deque[int] = deque()
         self.opened: dict[int, int] = {}
@@ -157,50 +176,74 @@ class _Scan:
         buf, mv = self.buf, self.mv
         crc32, unpack = zlib.crc32, FRAME_HEADER.unpack_from
         size = len(buf)
+        last_header = size - FRAME_HEADER_SIZE
         pos = self.start
-        front = self.front
+        front, opened, max_xid = self.front, self.opened, self.max_xid
         lo, hi = self.lo, self.hi
-        f_body, f_count, f_first = self.f_body, self.f_count, self.f_first
-        f_adds, f_added, f_simple = self.f_adds, self.f_added, self.f_simple
-        f_end = self.f_end
-        frames = 0
-        while pos < size:
-            if size - pos < FRAME_HEADER_SIZE:
-                self._damaged(pos, "frame header cut short at the end of the file")
-                break
+        s_body = self.s_body
+        s_body_append, s_added_append = s_body.append, self.s_added.append
+        frames = 0  # frames other than one-ADD ones (those are counted by s_body)
+        while pos <= last_header:
             header_crc, count, data_len, added, body_crc = unpack(buf, pos)
-            if crc32(mv[pos + 4:pos + FRAME_HEADER_SIZE]) != header_crc:
-                self._damaged(pos, "frame header checksum mismatch")
-                break
             body = pos + FRAME_HEADER_SIZE
-            end = body + count * RECORD_FIXED_SIZE + data_len
-            if end > size:
-                self.damage = Damage("torn", pos, "last frame runs past the end of the file")
-                break
-            if crc32(mv[body:end]) != body_crc:
-                self.damage = Damage("corrupt", pos, "frame checksum mismatch")
-                break
-            if count == 1 and buf[body] <= REMOVE:  # one put or take per write
-                if buf[body] == ADD:
-                    f_body.append(body); f_count.append(1); f_first.append(hi)
-                    f_adds.append(1); f_added.append(added); f_simple.append(1)
-                    f_end.append(end)
-                    hi += 1
-                elif front:
-                    front.popleft()
-                elif lo < hi:
-                    lo += 1
-                frames += 1
-                pos = end
-                continue
+            verified = False
+            if count == 1:  # one put or take per write: the short path
+                if header_crc == _ONE_REMOVE_CRC and buf[pos:pos + _ONE_REMOVE_SIZE] == ONE_REMOVE_FRAME:
+                    # Every one-REMOVE frame is these exact bytes: no crc needed.
+                    if front:
+                        front.popleft()
+                    elif lo < hi:
+                        lo += 1
+                    frames += 1
+                    pos += _ONE_REMOVE_SIZE
+                    continue
+                end = body + RECORD_FIXED_SIZE + data_len
+                if (end <= size and crc32(buf[pos + 4:body]) == header_crc
+                        and crc32(mv[body:end]) == body_crc):
+                    op = buf[body]
+                    if op == ADD:
+                        s_body_append(body)
+                        s_added_append(added)
+                        hi += 1
+                        pos = end
+                        continue
+                    if OPEN <= op <= ABORT:  # a reliable read's steps
+                        (xid,) = _U32.unpack_from(buf, body + 1)
+                        if op == OPEN:
+                            max_xid = max(max_xid, xid)
+                            if front:
+                                opened[xid] = front.popleft()
+                            elif lo < hi:
+                                opened[xid] = lo
+                                lo += 1
+                        elif op == CLOSE:
+                            opened.pop(xid, None)
+                        elif (index := opened.pop(xid, None)) is not None:
+                            front.appendleft(index)
+                        frames += 1
+                        pos = end
+                        continue
+                    verified = True  # another op: the general path applies it
+                # (damage: the general path checks again, to say which kind)
+            if not verified:
+                if crc32(mv[pos + 4:body]) != header_crc:
+                    self._damaged(pos, "frame header checksum mismatch")
+                    break
+                end = body + count * RECORD_FIXED_SIZE + data_len
+                if end > size:
+                    self.damage = Damage("torn", pos, "last frame runs past the end of the file")
+                    break
+                if crc32(mv[body:end]) != body_crc:
+                    self.damage = Damage("corrupt", pos, "frame checksum mismatch")
+                    break
             ops = buf[body:body + count]
             adds = ops.count(ADD)
             removes = ops.count(REMOVE)
+            if adds:
+                self._close_stretch(hi)
             if adds + removes == count:
                 if adds:
-                    f_body.append(body); f_count.append(count); f_first.append(hi)
-                    f_adds.append(adds); f_added.append(added); f_simple.append(1)
-                    f_end.append(end)
+                    self._row(body, count, hi, adds, added, 1, end)
                     hi += adds
                 while removes and front:
                     front.popleft()
@@ -211,17 +254,37 @@ class _Scan:
                     self.damage = Damage("corrupt", pos, f"unknown record type {max(ops)}")
                     break
                 if adds:
-                    f_body.append(body); f_count.append(count); f_first.append(hi)
-                    f_adds.append(adds); f_added.append(added); f_simple.append(0)
-                    f_end.append(end)
-                self.lo, self.hi = lo, hi
+                    self._row(body, count, hi, adds, added, 0, end)
+                self.lo, self.hi, self.max_xid = lo, hi, max_xid
                 self._apply_each(ops, body, count)
-                lo, hi = self.lo, self.hi
+                lo, hi, max_xid = self.lo, self.hi, self.max_xid
             frames += 1
             pos = end
-        self.lo, self.hi = lo, hi
-        self.frames = frames
+        if pos < size and self.damage is None:
+            self._damaged(pos, "frame header cut short at the end of the file")
+        self._close_stretch(hi)
+        self.lo, self.hi, self.max_xid = lo, hi, max_xid
+        self.frames = frames + len(s_body)
         self.end = pos if self.damage is None else self.damage.offset
+
+    def _row(self, body: int, count: int, first: int, adds: int, added: float, simple: int,
+             end: int) -> None:
+        """Record a frame holding ADD records (see ``__init__``)."""
+        self.f_body.append(body)
+        self.f_count.append(count)
+        self.f_first.append(first)
+        self.f_adds.append(adds)
+        self.f_added.append(added)
+        self.f_simple.append(simple)
+        self.f_end.append(end)
+
+    def _close_stretch(self, hi: int) -> None:
+        """Record the one-ADD frames not in a row yet (the last of them made
+        item ``hi - 1``) as one row, with count 0."""
+        count = len(self.s_body) - self.s_rows
+        if count:
+            self._row(self.s_rows, 0, hi - count, count, 0.0, 1, 0)
+            self.s_rows = len(self.s_body)
 
     def _damaged(self, pos: int, reason: str) -> None:
         # Zeros to the end of the file are a tail the filesystem allocated but
@@ -302,12 +365,18 @@ class _Scan:
     def _item(self, index: int) -> tuple[bytes, int, float, float]:
         k = bisect_right(self.f_first, index) - 1
         j = index - self.f_first[k]
+        if self.f_count[k] == 0:  # in a stretch of one-ADD frames
+            n = self.f_body[k] + j
+            body = self.s_body[n]
+            _, flags, length, expiry = _ONE_RECORD.unpack_from(self.buf, body)
+            at = body + RECORD_FIXED_SIZE
+            return bytes(self.mv[at:at + length]), flags, expiry, self.s_added[n]
         lengths, flags, expiries, starts, data_at = self._frame_adds(k)
         at = starts[j] if starts is not None else data_at + sum(lengths[:j])
         return bytes(self.mv[at:at + lengths[j]]), flags[j], expiries[j], self.f_added[k]
 
     def _runs(self, lo: int, hi: int) -> list[ItemRun]:
-        runs = _RunBuilder(self.mv)
+        runs = _RunBuilder(self.buf, self.mv)
         if lo >= hi:
             return runs.runs
         k = bisect_right(self.f_first, lo) - 1
@@ -316,8 +385,9 @@ class _Scan:
         f_end, f_added = self.f_end, self.f_added
         while index < hi:
             first, adds, count = f_first[k], f_adds[k], f_count[k]
-            if count == 1 and adds == 1 and first == index:
-                runs.add_single(f_body[k], f_end[k], f_added[k])  # one put per write
+            if count == 0:  # a stretch of one-ADD frames
+                runs.add_singles(self.s_body, self.s_added, f_body[k] + index - first,
+                                 f_body[k] + adds)
             elif adds == count and first == index and adds <= RUN_ITEMS:
                 # A whole frame of ADDs: its columns and data go in as they are.
                 runs.add_frame(f_body[k], count, f_end[k], f_added[k])
@@ -342,13 +412,13 @@ class _RunBuilder:
     block by block as the queue drains. Columns are gathered as byte slices
     and joined once per block."""
 
-    def __init__(self, mv: memoryview) -> None:
+    def __init__(self, buf: bytes, mv: memoryview) -> None:
+        self.buf = buf
         self.mv = mv
         self.runs: list[ItemRun] = []
         self._reset()
 
     def _reset(self) -> None:
-        self.rows: list = []  # fixed parts (flags, length, expiry) of one-record frames
         self.data: list = []
         self.lengths: list = []
         self.flags: list = []
@@ -358,35 +428,41 @@ class _RunBuilder:
         self.count = 0
         self.size = 0
 
-    def add_single(self, body: int, end: int, added: float) -> None:
-        """Append a frame holding one ADD record. Its 16 fixed bytes are a
-        row; rows become columns in bulk (:meth:`_rows_to_columns`)."""
-        data_at = body + RECORD_FIXED_SIZE
-        self.rows.append(self.mv[body + 1:data_at])
-        self.data.append(self.mv[data_at:end])
-        self.starts.append(self.count)
-        self.times.append(added)
-        self.count += 1
-        self.size += end - data_at
-        if self.count >= RUN_ITEMS or self.size >= RUN_BYTES:
-            self.finish()
-
-    def _rows_to_columns(self) -> None:
-        # Each row is flags:u32 length:u32 expiry:f64; strided views of the
-        # joined rows pick each column out at C speed.
-        rows = memoryview(b"".join(self.rows))
-        self.rows = []
-        words = rows.cast("I")
-        self.flags.append(words[0::4].tobytes())
-        self.lengths.append(words[1::4].tobytes())
-        self.expiries.append(rows.cast("d")[1::2].tobytes())
+    def add_singles(self, bodies: array, times: array, i: int, j: int) -> None:
+        """Append the items of one-ADD frames ``bodies[i:j]`` (their body
+        offsets; ``times`` their enqueue times). Their 16 fixed bytes (flags,
+        length, expiry) and their data are gathered with ``map`` and
+        ``join``, so no Python code runs per item."""
+        buf = self.buf
+        while i < j:
+            take = min(j - i, RUN_ITEMS - self.count)
+            at = bodies[i:i + take]
+            rows = memoryview(b"".join(map(buf.__getitem__, map(
+                slice, map(add, at, repeat(1)), map(add, at, repeat(RECORD_FIXED_SIZE))))))
+            lengths = column("I", rows.cast("I")[1::4].tobytes())
+            ends = list(accumulate(lengths))
+            if self.size + ends[-1] > RUN_BYTES and take > 1:
+                take = max(1, bisect_left(ends, RUN_BYTES - self.size))
+                at, rows, lengths = at[:take], rows[:16 * take], lengths[:take]
+            starts = list(map(add, at, repeat(RECORD_FIXED_SIZE)))
+            self.data.append(b"".join(map(buf.__getitem__, map(
+                slice, starts, map(add, starts, lengths)))))
+            words = rows.cast("I")
+            self.flags.append(words[0::4].tobytes())
+            self.lengths.append(words[1::4].tobytes())
+            self.expiries.append(rows.cast("d")[1::2].tobytes())
+            self.starts.extend(range(self.count, self.count + take))
+            self.times += times[i:i + take]
+            self.count += take
+            self.size += ends[take - 1]
+            i += take
+            if self.count >= RUN_ITEMS or self.size >= RUN_BYTES:
+                self.finish()
 
     def add_frame(self, body: int, count: int, end: int, added: float) -> None:
         """Append a frame made only of ADD records, whole."""
         if self.count + count > RUN_ITEMS:
             self.finish()
-        if self.rows:
-            self._rows_to_columns()
         mv = self.mv
         data_at = body + RECORD_FIXED_SIZE * count
         self.flags.append(mv[body + count:body + 5 * count])
@@ -403,8 +479,6 @@ class _RunBuilder:
     def extend(self, lengths: array, flags: array, expiries: array, start: int, stop: int,
                at: int, added: float) -> None:
         """Append items ``start..stop`` of a frame whose data is contiguous from ``at``."""
-        if self.rows:
-            self._rows_to_columns()
         while start < stop:
             take = min(stop - start, RUN_ITEMS - self.count)
             chunk = lengths[start:start + take]
@@ -431,15 +505,14 @@ class _RunBuilder:
     def finish(self) -> None:
         if not self.count:
             return
-        if self.rows:
-            self._rows_to_columns()
         flags = b"".join(self.flags)
         expiries = b"".join(self.expiries)
         self.runs.append(ItemRun(
             b"".join(self.data), column("I", b"".join(self.lengths)),
             None if flags.count(0) == len(flags) else column("I", flags),
             None if expiries.count(0) == len(expiries) else column("d", expiries),
-            self.starts, self.times))
+            None if len(self.starts) == self.count else self.starts,  # a time per item
+            self.times))
         self._reset()
 
 

@@ -3,12 +3,14 @@ public API, then time ``QueueCollection.open`` in a fresh process and report
 its RSS.
 
     python -m starlingpy.journal.replay_benchmark [--items 1000000] [--batch 32]
-        [--size 100] [--crash]
+        [--size 100] [--crash] [--mix puts|takes|reliable]
 
 ``--batch`` is how many puts go into each ``write_pending`` (one frame each).
 ``--crash`` abandons the collection instead of closing it (as SIGKILL would),
 so replay sees the journal as written, without the compaction a clean close
-does.
+does. ``--mix takes`` follows every second batch with as many takes (each
+written on its own, as unpipelined clients do), ``--mix reliable`` with as
+many reliable reads (open, then close); half the items are left.
 """
 
 from __future__ import annotations
@@ -30,18 +32,29 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def build(directory: str, items: int, batch: int, size: int, crash: bool) -> None:
+def build(directory: str, items: int, batch: int, size: int, crash: bool, mix: str) -> None:
     from starlingpy.collection import QueueCollection
     from starlingpy.journal import SyncPolicy
 
     collection = QueueCollection.open(directory, sync=SyncPolicy.parse("never"))
     queue = collection.get_or_create(b"bench")
     value = b"v" * size
+    owner = object()
     started = time.perf_counter()
     for first in range(0, items, batch):
-        for _ in range(min(batch, items - first)):
+        count = min(batch, items - first)
+        for _ in range(count):
             queue.put(value, 0, 0)
         collection.write_pending()
+        if mix != "puts" and first // batch % 2:
+            for _ in range(count):
+                if mix == "takes":
+                    queue.take_nowait()
+                else:
+                    queue.open_nowait(owner)
+                    collection.write_pending()
+                    queue.close_open(owner)
+                collection.write_pending()
     took = time.perf_counter() - started
     print(f"built {items} items, {batch} per write_pending: {took:.2f} s "
           f"({took / items * 1e6:.2f} us per put+write_pending share)")
@@ -76,13 +89,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--crash", action="store_true")
+    parser.add_argument("--mix", choices=("puts", "takes", "reliable"), default="puts")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         measure(args.measure)
         return
     with tempfile.TemporaryDirectory() as directory:
-        build(directory, args.items, args.batch, args.size, args.crash)
+        build(directory, args.items, args.batch, args.size, args.crash, args.mix)
         # A fresh interpreter, so RSS is that of a server that just started.
         subprocess.run([sys.executable, "-m", "starlingpy.journal.replay_benchmark",
                         "--measure", directory], check=True, env=dict(os.environ))

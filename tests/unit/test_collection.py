@@ -116,7 +116,7 @@ def test_flush_all(qdir):
 def test_empty_queue_with_large_journal_is_truncated(qdir):
     c = open_c(qdir, max_journal_size=2000)
     q = c.get_or_create(b"t")
-    for i in range(40):
+    for _ in range(40):
         q.put(b"x" * 100, 0, 0)
         c.write_pending()
     big = q.statistics().logsize
@@ -397,7 +397,7 @@ async def test_background_syncs_periodically_and_compacts(qdir, monkeypatch):
     monkeypatch.setattr(collection_module, "COMPACT_CHECK_SECONDS", 0.01)
     c = open_c(qdir, sync=SyncPolicy.parse("10"), max_journal_size=1000)
     q = c.get_or_create(b"a")
-    for i in range(100):
+    for _ in range(100):
         q.put(b"x" * 50, 0, 0)
         c.write_pending()
     for _ in range(95):
@@ -417,10 +417,15 @@ async def test_background_syncs_periodically_and_compacts(qdir, monkeypatch):
     c.close()
 
 
-async def test_background_rewrite_carries_over_what_happens_meanwhile(qdir, monkeypatch):
+@pytest.mark.parametrize("small_blocks", [False, True])
+async def test_background_rewrite_carries_over_what_happens_meanwhile(qdir, monkeypatch,
+                                                                      small_blocks):
     import threading
 
     import starlingpy.queue as queue_module
+    if small_blocks:  # sealed blocks, some thawed, are captured while the queue moves on
+        monkeypatch.setattr(queue_module, "SEAL_ITEMS", 16)
+        monkeypatch.setattr(queue_module, "RUN_BYTES", 50)
     release = threading.Event()
     real = queue_module._write_temp
 

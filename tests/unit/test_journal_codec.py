@@ -258,3 +258,122 @@ def test_one_record_frames_mixed_with_larger_ones_keep_every_column():
     batches.append([(REMOVE,)])
     buf, start = journal(*batches)
     assert items(replay(buf, start)) == expected[1:]
+
+
+# -- one-record frames: the short encoder and the replay stretches -------------
+
+@pytest.mark.parametrize("record", [(0, 7, b"data", 12.5), (0, 0, b"", 0.0),
+                                    (REMOVE, 0, b"", 0.0), (OPEN, 2**32 - 1, b"", 0.0),
+                                    (NOTE, 0, b"note", 0.0)])
+def test_one_record_encoder_makes_the_general_encoders_bytes(record):
+    op, arg, data, expiry = record
+    general = encode_frame(1, bytes([op]), struct.pack("<I", arg), struct.pack("<I", len(data)),
+                           struct.pack("<d", expiry), [data], len(data), 99.25 if op == 0 else 0.0)
+    buf = RecordBuffer()
+    if op == 0:
+        buf.add(data, arg, expiry, 99.25)
+    else:
+        buf.op(op, arg, data)
+    assert buf.encode() == general
+
+
+class ReferenceQueue:
+    """Journal semantics, record by record, in the plainest Python."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[bytes, int, float]] = []
+        self.opened: dict[int, tuple[bytes, int, float]] = {}
+
+    def apply(self, record) -> None:
+        op = record[0]
+        if op == "add":
+            self.waiting.append(record[1:])
+        elif op in (REMOVE, OPEN) and self.waiting:
+            item = self.waiting.pop(0)
+            if op == OPEN:
+                self.opened[record[1]] = item
+        elif op == CLOSE:
+            self.opened.pop(record[1], None)
+        elif op == ABORT and record[1] in self.opened:
+            self.waiting.insert(0, self.opened.pop(record[1]))
+        elif op == FLUSH:
+            self.waiting.clear()
+
+    def after_restart(self) -> list[tuple[bytes, int, float]]:
+        return [self.opened[x] for x in sorted(self.opened)] + self.waiting
+
+
+@pytest.fixture(params=["default", "tiny-runs"])
+def run_sizes(request, monkeypatch):
+    if request.param == "tiny-runs":
+        from starlingpy.journal import replay as replay_module
+        monkeypatch.setattr(replay_module, "RUN_ITEMS", 5)
+        monkeypatch.setattr(replay_module, "RUN_BYTES", 40)
+
+
+MIXES = {  # cumulative chances of: add, remove, open; the rest is close/abort
+    "puts-and-takes": (0.55, 0.85, 0.92),
+    "reliable-reads": (0.35, 0.45, 0.70),
+}
+
+
+@pytest.mark.parametrize("mix", MIXES)
+@pytest.mark.parametrize("seed", range(6))
+def test_mostly_one_record_frames_replay_like_the_reference(seed, mix, run_sizes):
+    import random
+    rng = random.Random(seed)
+    add_below, remove_below, open_below = MIXES[mix]
+    ref = ReferenceQueue()
+    batches, xid, n = [], 0, 0
+    for _ in range(600):
+        batch = []
+        for _ in range(1 if rng.random() < 0.85 else rng.randrange(2, 6)):
+            roll = rng.random()
+            if roll < add_below or not ref.waiting:
+                record = ("add", b"%d:" % n + b"z" * rng.randrange(0, 20),
+                          rng.choice([0, 0, n]), rng.choice([0.0, 0.0, 1e9 + n]))
+                n += 1
+            elif roll < remove_below:
+                record = (REMOVE,)
+            elif roll < open_below:
+                xid += 1
+                record = (OPEN, xid)
+            elif ref.opened:
+                record = (rng.choice([CLOSE, ABORT, ABORT]), rng.choice(list(ref.opened)))
+            else:
+                record = (FLUSH,) if rng.random() < 0.2 else (REMOVE,)
+            ref.apply(record)
+            batch.append(record)
+        batches.append(batch)
+    buf, start = journal(*batches)
+    state = replay(buf, start)
+    assert state.damage is None and state.end == len(buf)
+    assert items(state) == ref.after_restart()
+    assert state.reopened == sorted(ref.opened) and state.next_xid == xid + 1
+    assert state.items == len(ref.after_restart())
+    assert state.bytes == sum(len(d) for d, _, _ in ref.after_restart())
+
+
+def test_a_stretch_of_one_record_frames_cut_by_damage_keeps_what_came_before():
+    buf, start = journal(*[[("add", b"item%d" % i)] for i in range(10)])
+    frame = (len(buf) - start) // 10
+    damaged = bytearray(buf)
+    damaged[start + 6 * frame + FRAME_HEADER_SIZE + 20] ^= 0x40  # item 6's data
+    state = replay(bytes(damaged), start)
+    assert datas(state) == [b"item%d" % i for i in range(6)]
+    assert state.damage.kind == "corrupt" and state.end == start + 6 * frame
+    state = replay(buf[:-3], start)  # the last write cut short
+    assert datas(state) == [b"item%d" % i for i in range(9)]
+    assert state.damage.kind == "torn" and state.end == start + 9 * frame
+
+
+@pytest.mark.parametrize("where", [0, 4, 30, 40])  # header crc, count, body op, body expiry
+def test_a_damaged_one_remove_frame_is_corrupt_not_skipped(where):
+    buf, start = journal([("add", b"a")], [("add", b"b")], [(REMOVE,)], [("add", b"c")])
+    remove_at = start + 2 * (FRAME_HEADER_SIZE + 17 + 1)
+    assert replay(buf, start).end == len(buf)
+    damaged = bytearray(buf)
+    damaged[remove_at + where] ^= 0x01
+    state = replay(bytes(damaged), start)
+    assert datas(state) == [b"a", b"b"]
+    assert state.damage.kind == "corrupt" and state.end == remove_at

@@ -41,8 +41,22 @@ def check(queue, model):
     assert stats.open_transactions == len(model.open)
 
 
+@pytest.fixture(params=["default", "tiny-blocks"])
+def block_sizes(request, monkeypatch):
+    """With tiny blocks, recent items are sealed every few puts and blocks
+    hold a few items, so sealing, thawing and their rewrites are exercised."""
+    if request.param == "tiny-blocks":
+        from starlingpy import queue
+        from starlingpy.journal import replay
+        monkeypatch.setattr(queue, "SEAL_ITEMS", 5)
+        monkeypatch.setattr(queue, "RUN_BYTES", 60)
+        monkeypatch.setattr(replay, "RUN_ITEMS", 4)
+        monkeypatch.setattr(replay, "RUN_BYTES", 50)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", range(12))
-def test_random_operations_match_the_model(tmp_path, seed):
+def test_random_operations_match_the_model(tmp_path, seed, block_sizes):
     rng = random.Random(seed)
     directory = tmp_path / "q"
 
