@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
+# Despite its home in trio.testing, this is the scheduler's own "nothing
+# else can run now" signal: exactly when a group commit has gathered all
+# it can.
+from trio.testing import wait_all_tasks_blocked
 
 from .file import JournalFile, fsync_directory
 
@@ -43,6 +47,11 @@ class SyncPolicy:
 
     def __str__(self) -> str:
         return str(self.period_ms) if self.mode == "periodic" else self.mode
+
+
+# The longest a round waits for runnable connections to add their records
+# (a server kept busy by clients that never wait must still sync).
+GATHER_LIMIT = 0.002
 
 
 class GroupCommit:
@@ -89,18 +98,30 @@ class GroupCommit:
             if self._round is not None:
                 await self._round.wait()
             else:
-                await self.sync_round()
+                await self.sync_round(gather=True)
 
-    async def sync_round(self) -> None:
-        """Fsync everything dirty now, in a worker thread."""
+    async def sync_round(self, gather: bool = False) -> None:
+        """Fsync everything dirty now, in a worker thread.
+
+        ``gather``: first let every connection that can run do so (bounded by
+        GATHER_LIMIT), so the writers the last round released get their next
+        record into this round. Without it, rounds alternate between those
+        writers and the ones that arrived during the round, and each writer
+        waits for about two fsyncs instead of one.
+        """
         if self._round is not None:  # one round at a time; join it
             await self._round.wait()
             return
-        files, dirs = self._dirty_files, self._dirty_dirs
-        self._dirty_files, self._dirty_dirs = set(), set()
-        mark = self._written
         self._round = done = trio.Event()
+        files: set = set()
+        dirs: set = set()
         try:
+            if gather:
+                with trio.move_on_after(GATHER_LIMIT):
+                    await wait_all_tasks_blocked()
+            files, dirs = self._dirty_files, self._dirty_dirs
+            self._dirty_files, self._dirty_dirs = set(), set()
+            mark = self._written
             await trio.to_thread.run_sync(_fsync_all, list(files), list(dirs))
         except BaseException:
             self._dirty_files |= files  # not vouched for: the next round retries
