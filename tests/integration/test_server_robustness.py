@@ -181,3 +181,23 @@ async def test_shutdown_answers_blocked_waiters_and_puts_open_items_back(nursery
                 await trio.sleep(0.01)
     assert reopened.get(b"r").take_nowait().data == b"x"
     reopened.close()
+
+
+async def test_a_bug_inside_one_connection_ends_only_that_connection(running, monkeypatch, caplog):
+    # Inject a fault where no client input could cause one: the handler of
+    # `version` raising is a bug, not a protocol error.
+    from starlingpy.session import Session
+
+    def broken(self, command):
+        raise RuntimeError("injected fault")
+
+    victim = await running.connect()
+    bystander = await running.connect()
+    await bystander.call(b"set q 0 0 1\r\nx\r\n")
+    monkeypatch.setattr(Session, "_version", broken)
+    faulty = await running.connect()  # sessions made from now on bind the broken handler
+    await faulty.send(b"version\r\n")
+    assert await faulty.read_eof() == b"SERVER_ERROR internal error\r\n"
+    assert "injected fault" in caplog.text and "Traceback" in caplog.text
+    assert await bystander.call(b"get q\r\n", b"END\r\n") == b"VALUE q 0 1\r\nx\r\nEND\r\n"
+    assert (await victim.call(b"stats\r\n", b"END\r\n")).startswith(b"STAT pid")
