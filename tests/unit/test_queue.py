@@ -6,21 +6,7 @@ import pytest
 from starlingpy.collection import QueueCollection
 from starlingpy.journal import SyncPolicy
 from starlingpy.queue import QueueLimits
-
-T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
+from tests.unit.conftest import T0
 
 
 @pytest.fixture

@@ -12,21 +12,7 @@ from starlingpy import queue as queue_module
 from starlingpy.collection import QueueCollection
 from starlingpy.journal import SyncPolicy
 from starlingpy.journal.replay import ItemRun
-
-T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
+from tests.unit.conftest import T0
 
 
 @pytest.fixture
