@@ -8,6 +8,7 @@ import sys
 import time
 
 from bench import procstat
+from tests.support import wait_until
 
 
 def test_cpu_seconds_grow_while_a_process_spins() -> None:
@@ -34,7 +35,8 @@ def test_rss_is_this_process_size() -> None:
 def test_pids_named_finds_a_child_by_its_comm() -> None:
     child = subprocess.Popen(["sleep", "30"])
     try:
-        assert child.pid in procstat.pids_named("sleep")
+        # The child is named "sleep" only once it has exec'd.
+        wait_until(lambda: child.pid in procstat.pids_named("sleep"), 10, message="sleep's comm")
     finally:
         child.kill()
         child.wait()
