@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
+
 # Despite its home in trio.testing, this is the scheduler's own "nothing
 # else can run now" signal: exactly when a group commit has gathered all
 # it can.
