@@ -6,8 +6,9 @@ bound address; only the accept errors that mean "overloaded" are retried).
 
 Connections use their stdlib socket in non-blocking mode and call
 ``trio.lowlevel.wait_readable``/``wait_writable`` only when ``recv``/``send``
-would block: on the hot path this costs about half the CPU of trio's stream
-layer (measured in issue 2).  Because that path does not always yield, the
+would block (or, for reads, when the last read drained the socket): on the
+hot path this costs about half the CPU of trio's stream layer (measured in
+issue 2).  Because that path does not always yield, the
 loop adds an explicit checkpoint after a few batches read without waiting,
 so one busy client cannot starve the others.
 
@@ -171,29 +172,41 @@ class QueueServer:
     async def _converse(self, sock: socket.socket, session: Session) -> None:
         parser = Parser(max_line=self.max_line, max_item_size=self.max_item_size)
         counters = self.counters
+        next_command = parser.next_command
         execute = session.execute
         control = self.control
         write_pending = self.collection.write_pending
         wait_readable = trio.lowlevel.wait_readable
         idle_timeout = self.idle_timeout
+        sync_always = self.sync_always
+        fd = sock.fileno()  # an int spares trio a fileno() call per wait
         out: list[bytes] = []
         out_size = 0
         busy_batches = 0  # batches read in a row without waiting for the socket
+        # A read shorter than RECV_SIZE drained the socket, and a client that
+        # waits for its replies sends nothing more until it has them: wait
+        # for readability first instead of a recv that would fail (a system
+        # call and an exception per round trip).  Waiting on a socket that
+        # is already readable just returns, so nothing is ever missed.
+        drained = False
         while not session.quit:
-            try:
-                data = sock.recv(RECV_SIZE)
-            except BlockingIOError:
+            if drained:
                 if control.closing:
                     return
                 if idle_timeout:
                     if not await self._wait_readable_or_idle(sock):
                         return
                 else:
-                    await wait_readable(sock)
+                    await wait_readable(fd)
                 busy_batches = 0
+            try:
+                data = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                drained = True
                 continue
             if not data:
                 return
+            drained = len(data) < RECV_SIZE
             busy_batches += 1
             if busy_batches > MAX_BATCHES_WITHOUT_YIELD:
                 # Yield now and then, so a client that never lets us block
@@ -206,7 +219,7 @@ class QueueServer:
             close_after = False
             while True:
                 try:
-                    command = parser.next_command()
+                    command = next_command()
                 except ProtocolError as error:
                     if error.reply is not None:
                         out.append(error.reply + b"\r\n")
@@ -232,7 +245,7 @@ class QueueServer:
             if out:
                 # The common case inline (one reply batch, sent whole at
                 # once); _send handles durability waits and partial sends.
-                if self.sync_always:
+                if sync_always:
                     await self._send(sock, out)
                 else:
                     write_pending()
