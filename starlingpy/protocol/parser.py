@@ -70,7 +70,16 @@ _SMALL_BLOCK = 4096  # up to this, slicing is cheaper than a memoryview
 # dataclass is a good part of the cost of parsing a get). Bounded: a client
 # cycling through keys only costs misses.
 _SINGLE_GETS: dict[bytes, Get] = {}
+# Whole `get`/`gets` lines and their commands: a Get depends on its line
+# alone, so a line seen before skips tokenising and dispatch (most of what
+# parsing a get costs).  Bounded like _SINGLE_GETS.
+_GET_LINES: dict[bytes, Get] = {}
 _MEMO_LIMIT = 1024
+# Queue names `set` has accepted, each mapped to itself: producers write to a
+# few queues over and over, and a hit skips the validity scan and hands on
+# one bytes object whose hash is already computed (the collection's lookup
+# then skips hashing).  Bounded like _SINGLE_GETS.
+_SET_NAMES: dict[bytes, bytes] = {}
 
 # What the parser is waiting for.
 _LINES = 0  # the next command line
@@ -185,7 +194,11 @@ class Parser:
         end = newline - 1 if newline > pos and buf[newline - 1] == 13 else newline
         if end - pos > self._max_line:
             self._die(LINE_TOO_LONG)
-        tokens = bytes(buf[pos:end]).split(b" ")
+        line = bytes(buf[pos:end])
+        command = _GET_LINES.get(line)
+        if command is not None:
+            return command
+        tokens = line.split(b" ")
         if b"" in tokens:  # runs of spaces, or leading/trailing ones: rare
             tokens = [token for token in tokens if token]
             if not tokens:
@@ -193,7 +206,12 @@ class Parser:
         handler = _HANDLERS.get(tokens[0])
         if handler is None:
             raise ProtocolError(ERROR)
-        return handler(self, tokens)
+        command = handler(self, tokens)
+        if command.__class__ is Get:
+            if len(_GET_LINES) >= _MEMO_LIMIT:
+                _GET_LINES.clear()
+            _GET_LINES[line] = command
+        return command
 
     # -- modes other than reading lines ------------------------------------
 
@@ -312,7 +330,14 @@ class Parser:
             size = _unsigned(size_token, _MAX_I64)
         if flags is None or exptime is None or size is None:
             raise _bad_format(tokens)
-        if not (len(queue) <= MAX_KEY_LENGTH and len(queue.translate(None, NOT_PLAIN)) == len(queue)):
+        known = _SET_NAMES.get(queue)
+        if known is not None:
+            queue = known
+        elif len(queue) <= MAX_KEY_LENGTH and len(queue.translate(None, NOT_PLAIN)) == len(queue):
+            if len(_SET_NAMES) >= _MEMO_LIMIT:
+                _SET_NAMES.clear()
+            _SET_NAMES[queue] = queue
+        else:
             # The block's length is known: swallow it, so its bytes are never
             # read as commands (a block saying "delete q" must not run).
             reply = queue_name_error(queue)
