@@ -8,11 +8,6 @@ from pathlib import Path
 
 import trio
 
-# Despite its home in trio.testing, this is the scheduler's own "nothing
-# else can run now" signal: exactly when a group commit has gathered all
-# it can.
-from trio.testing import wait_all_tasks_blocked
-
 from .file import JournalFile, fsync_directory
 
 log = logging.getLogger("starlingpy.journal")
@@ -118,6 +113,13 @@ class GroupCommit:
         dirs: set = set()
         try:
             if gather:
+                # Despite its home in trio.testing, this is the scheduler's
+                # own "nothing else can run now" signal: exactly when a group
+                # commit has gathered all it can. Imported here because
+                # trio.testing pulls in pytest where it is installed, which
+                # would slow every server's start-up.
+                from trio.testing import wait_all_tasks_blocked
+
                 with trio.move_on_after(GATHER_LIMIT):
                     await wait_all_tasks_blocked()
             files, dirs = self._dirty_files, self._dirty_dirs
