@@ -112,22 +112,13 @@ class Session:
 
     def _get(self, command: c.Get) -> bytes | PendingGet:
         keys = command.keys
-        if len(keys) == 1 and not self.open_queues:
-            key = keys[0]
-            if not (key.open or key.close or key.abort or key.peek or key.timeout_ms):
-                # The common get: one key, no options, and no open item of
-                # ours to refuse it; the general path's per-key steps inlined.
-                self.counters.cmd_get += 1
-                find_queue = self.collection.get
-                for name in key.queues:
-                    queue = find_queue(name)
-                    if queue is not None:
-                        item = queue.take_nowait()
-                        if item is not None:
-                            self.counters.get_hits += 1
-                            return replies.value(key.raw, item.flags, item.data, command.cas) + replies.END
-                self.counters.get_misses += 1
-                return replies.END
+        if len(keys) == 1 and not self.open_queues and not keys[0].timeout_ms:
+            # The common get: one key that will not wait, and no open item of
+            # ours that could refuse it; no refusal pass, no join.
+            self.counters.cmd_get += 1
+            found = self._try_key(keys[0], command.cas, first_try=True)
+            self._count(found)
+            return found + replies.END if found else replies.END
         for key in keys:
             error = self._refusal(key)
             if error:
@@ -179,9 +170,9 @@ class Session:
     def _refusal(self, key: c.GetKey) -> bytes | None:
         """Checked for every key before any item is taken, so an error never
         leaves an item taken and unanswered."""
-        if key.abort or key.peek or (key.close and not key.open):
-            return None
-        if key.close:  # /close/open: the close frees the slot first
+        # abort, peek and close (including /close/open, whose close frees
+        # the slot first) are never refused.
+        if key.abort or key.peek or key.close or not self.open_queues:
             return None
         for name in key.queues:
             queue = self.collection.get(name)

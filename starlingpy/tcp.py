@@ -113,7 +113,8 @@ class QueueServer:
                         if self._shutdown_requested:
                             self._accept_scope.cancel()
                         await self._accept_loop(listener, connections)
-                    self.control.interrupt_all()
+                    # Only request_shutdown ends the accept loop; it already
+                    # interrupted the waits. Give in-flight work a deadline.
                     connections.cancel_scope.deadline = trio.current_time() + SHUTDOWN_GRACE
                 background.cancel_scope.cancel()
         log.info("server stopped")
@@ -152,10 +153,8 @@ class QueueServer:
         self._sockets.add(sock)
         try:
             await self._converse(sock, session)
-        except (ConnectionError, BrokenPipeError):
+        except ConnectionError:  # resets and broken pipes end a connection quietly
             pass
-        except trio.Cancelled:
-            raise
         except Exception:
             log.exception("unexpected error on a connection; closing it")
             try:
@@ -249,14 +248,9 @@ class QueueServer:
                     await self._send(sock, out)
                 else:
                     write_pending()
-                    reply = out[0] if len(out) == 1 else b"".join(out)
-                    counters.bytes_written += len(reply)
-                    try:
-                        sent = sock.send(reply)
-                    except BlockingIOError:
-                        sent = 0
-                    if sent < len(reply):
-                        await self._send_all(sock, memoryview(reply)[sent:])
+                    rest = self._send_now(sock, out)
+                    if rest:
+                        await self._send_all(sock, rest)
                 out, out_size = [], 0
             else:
                 write_pending()
@@ -279,9 +273,19 @@ class QueueServer:
         self.collection.write_pending()
         if self.sync_always:
             await self.collection.wait_durable()
-        data = b"".join(out) if len(out) != 1 else out[0]
+        rest = self._send_now(sock, out)
+        if rest:
+            await self._send_all(sock, rest)
+
+    def _send_now(self, sock: socket.socket, out: list[bytes]) -> memoryview | None:
+        """Send as much of ``out`` as the socket takes now; the rest, if any."""
+        data = out[0] if len(out) == 1 else b"".join(out)
         self.counters.bytes_written += len(data)
-        await self._send_all(sock, memoryview(data))
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        return memoryview(data)[sent:] if sent < len(data) else None
 
     @staticmethod
     async def _send_all(sock: socket.socket, view: memoryview) -> None:
