@@ -30,6 +30,14 @@ _KEY_MEMO: dict[bytes, GetKey] = {}
 _KEY_MEMO_LIMIT = 1024
 
 
+def remember(memo: dict, key, value, limit: int = _KEY_MEMO_LIMIT) -> None:
+    """Store in a bounded memo: crude (it empties when full) but bounded, so a
+    client cycling through ever new keys only costs misses."""
+    if len(memo) >= limit:
+        memo.clear()
+    memo[key] = value
+
+
 def is_plain_queue_name(name: bytes) -> bool:
     """True when ``name`` is a valid plain queue name (the common, fast case)."""
     return 0 < len(name) <= MAX_KEY_LENGTH and len(name.translate(None, NOT_PLAIN)) == len(name)
@@ -63,9 +71,7 @@ def parse_get_key(raw: bytes) -> GetKey:
         key = GetKey(raw, (raw,))
     else:
         key = _parse_compound_key(raw)
-    if len(_KEY_MEMO) >= _KEY_MEMO_LIMIT:
-        _KEY_MEMO.clear()  # crude but bounded; a hostile client only costs misses
-    _KEY_MEMO[raw] = key
+    remember(_KEY_MEMO, raw, key)
     return key
 
 

@@ -46,11 +46,11 @@ from .commands import (
 from .errors import ProtocolError
 from .keys import (
     BAD_FORMAT,
-    MAX_KEY_LENGTH,
-    NOT_PLAIN,
     check_queue_name,
+    is_plain_queue_name,
     parse_get_key,
     queue_name_error,
+    remember,
 )
 
 ERROR = b"ERROR"
@@ -65,20 +65,15 @@ _MAX_I64 = 2**63 - 1
 _MAX_DIGITS = 20  # guards int() against absurdly long digit strings
 _SMALL_BLOCK = 4096  # up to this, slicing is cheaper than a memoryview
 
-# `get <key>` commands by key. Workers poll the same few queues over and over
-# and a Get is immutable, so one object serves every poll (building a frozen
-# dataclass is a good part of the cost of parsing a get). Bounded: a client
-# cycling through keys only costs misses.
-_SINGLE_GETS: dict[bytes, Get] = {}
-# Whole `get`/`gets` lines and their commands: a Get depends on its line
-# alone, so a line seen before skips tokenising and dispatch (most of what
-# parsing a get costs).  Bounded like _SINGLE_GETS.
+# Whole `get`/`gets` lines and their commands. Workers poll the same few
+# queues over and over, a Get depends on its line alone and is immutable, so
+# a line seen before skips tokenising, dispatch and building frozen objects
+# (most of what parsing a get costs). Bounded (see keys.remember).
 _GET_LINES: dict[bytes, Get] = {}
-_MEMO_LIMIT = 1024
 # Queue names `set` has accepted, each mapped to itself: producers write to a
 # few queues over and over, and a hit skips the validity scan and hands on
 # one bytes object whose hash is already computed (the collection's lookup
-# then skips hashing).  Bounded like _SINGLE_GETS.
+# then skips hashing). Bounded likewise.
 _SET_NAMES: dict[bytes, bytes] = {}
 
 # What the parser is waiting for.
@@ -208,9 +203,7 @@ class Parser:
             raise ProtocolError(ERROR)
         command = handler(self, tokens)
         if command.__class__ is Get:
-            if len(_GET_LINES) >= _MEMO_LIMIT:
-                _GET_LINES.clear()
-            _GET_LINES[line] = command
+            remember(_GET_LINES, line, command)
         return command
 
     # -- modes other than reading lines ------------------------------------
@@ -333,10 +326,8 @@ class Parser:
         known = _SET_NAMES.get(queue)
         if known is not None:
             queue = known
-        elif len(queue) <= MAX_KEY_LENGTH and len(queue.translate(None, NOT_PLAIN)) == len(queue):
-            if len(_SET_NAMES) >= _MEMO_LIMIT:
-                _SET_NAMES.clear()
-            _SET_NAMES[queue] = queue
+        elif is_plain_queue_name(queue):
+            remember(_SET_NAMES, queue, queue)
         else:
             # The block's length is known: swallow it, so its bytes are never
             # read as commands (a block saying "delete q" must not run).
@@ -355,15 +346,6 @@ class Parser:
         return self._take_block(queue, flags, exptime, size, noreply)
 
     def _get(self, tokens: list[bytes]) -> Get:
-        if len(tokens) == 2:
-            raw = tokens[1]
-            command = _SINGLE_GETS.get(raw)
-            if command is None:
-                command = Get((parse_get_key(raw),))
-                if len(_SINGLE_GETS) >= _MEMO_LIMIT:
-                    _SINGLE_GETS.clear()
-                _SINGLE_GETS[raw] = command
-            return command
         if len(tokens) == 1:
             raise ProtocolError(ERROR)
         return Get(tuple([parse_get_key(raw) for raw in tokens[1:]]))

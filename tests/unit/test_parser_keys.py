@@ -76,7 +76,7 @@ def test_single_key_get_memo_stays_bounded_and_correct() -> None:
         parser.feed(b"get single%d\r\nget single%d\r\n" % (i, i % 7))
         assert parser.next_command() == Get((GetKey(b"single%d" % i, (b"single%d" % i,)),))
         assert parser.next_command() == Get((GetKey(b"single%d" % (i % 7), (b"single%d" % (i % 7),)),))
-    assert len(parser_module._SINGLE_GETS) <= parser_module._MEMO_LIMIT
+    assert len(parser_module._GET_LINES) <= keys_module._KEY_MEMO_LIMIT
 
 
 @pytest.mark.parametrize(
