@@ -4,23 +4,43 @@ file, serve until SIGTERM/SIGINT/`shutdown`, close the journals."""
 
 from __future__ import annotations
 
+import grp
 import logging
+import os
+import pwd
 import sys
 from functools import partial
 
 import trio
 
-from starlingpy.cli.serve import drop_privileges, setup_logging
 from starlingpy.collection import QueueCollection, StartupError
-from starlingpy.config import Config
+from starlingpy.config import Config, ServerConfig
 from starlingpy.daemon import daemonize
 from starlingpy.journal import SyncPolicy
-from starlingpy.pidfile import PidFileError
-from starlingpy.pidfile import claim_pid_file as write_pidfile
-from starlingpy.pidfile import release_pid_file as remove_pidfile
+from starlingpy.pidfile import PidFileError, claim_pid_file, release_pid_file
 from starlingpy.tcp import ListenError, QueueServer
 
 log = logging.getLogger("starlingpy")
+
+
+def setup_logging(server: ServerConfig) -> None:
+    level = logging.WARNING - 10 * (server.verbose + 1)  # default INFO, -v DEBUG
+    handler = logging.FileHandler(server.log) if server.log else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(level, logging.DEBUG))
+
+
+def drop_privileges(user: str | None, group: str | None) -> None:
+    if group:
+        os.setgid(grp.getgrnam(group).gr_gid)
+    if user:
+        entry = pwd.getpwnam(user)
+        if not group:
+            os.setgid(entry.pw_gid)
+        os.initgroups(user, os.getgid())
+        os.setuid(entry.pw_uid)
 
 
 def start_server(config: Config) -> int:
@@ -53,7 +73,7 @@ def start_server(config: Config) -> int:
         return fail(str(error))
     try:
         if settings.pid:
-            write_pidfile(settings.pid)
+            claim_pid_file(settings.pid)
         server = QueueServer(
             collection, max_connections=settings.max_connections, max_line=settings.max_line,
             max_item_size=settings.max_item_size, idle_timeout=settings.timeout,
@@ -75,7 +95,7 @@ def start_server(config: Config) -> int:
     finally:
         collection.close()
         if settings.pid:
-            remove_pidfile(settings.pid)
+            release_pid_file(settings.pid)
     return 0
 
 

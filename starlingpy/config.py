@@ -89,7 +89,7 @@ _SERVER_KEYS: dict[str, tuple[type, ...]] = {
     "max_journal_size": (int,), "log": (str,), "pid": (str,), "user": (str,),
     "group": (str,), "daemonize": (bool,), "verbose": (int,),
 }
-_PATH_KEYS = {"queue_path", "log", "pid"}
+PATH_KEYS = {"queue_path", "log", "pid"}
 _LIMIT_KEYS: dict[str, tuple[type, ...]] = {
     "max_items": (int,), "max_bytes": (int,), "max_item_size": (int,),
     "max_age": (int, float), "discard_old": (bool,),
@@ -171,7 +171,7 @@ def _server_from(table: Mapping[str, Any], path: Path | None, text: str, prefix:
         if key not in _SERVER_KEYS:
             raise key_error(path, text, f"{prefix}{key}", "unknown key")
         value = _check_type(path, text, f"{prefix}{key}", value, _SERVER_KEYS[key])
-        if key in _PATH_KEYS:
+        if key in PATH_KEYS:
             value = Path(value)
             if path is not None and not value.is_absolute():
                 value = path.parent / value

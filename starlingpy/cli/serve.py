@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import grp
-import logging
-import os
-import pwd
 import sys
 from pathlib import Path
 
 from starlingpy import __version__
-from starlingpy.config import Config, ConfigError, ServerConfig, load_config
-
-log = logging.getLogger("starlingpy")
+from starlingpy.config import PATH_KEYS, Config, ConfigError, ServerConfig, load_config
 
 
 def register(subparsers) -> None:
@@ -57,30 +51,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
     for field in dataclasses.fields(ServerConfig):
         value = getattr(args, field.name, None)
         if value is not None:
-            overrides[field.name] = Path(value) if field.name in ("queue_path", "log", "pid") else value
-    if args.sync is not None:
-        overrides["sync"] = args.sync
+            overrides[field.name] = Path(value) if field.name in PATH_KEYS else value
     return dataclasses.replace(config, server=dataclasses.replace(config.server, **overrides))
-
-
-def setup_logging(server: ServerConfig) -> None:
-    level = logging.WARNING - 10 * (server.verbose + 1)  # default INFO, -v DEBUG
-    handler = logging.FileHandler(server.log) if server.log else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(max(level, logging.DEBUG))
-
-
-def drop_privileges(user: str | None, group: str | None) -> None:
-    if group:
-        os.setgid(grp.getgrnam(group).gr_gid)
-    if user:
-        entry = pwd.getpwnam(user)
-        if not group:
-            os.setgid(entry.pw_gid)
-        os.initgroups(user, os.getgid())
-        os.setuid(entry.pw_uid)
 
 
 def run(args: argparse.Namespace) -> int:
