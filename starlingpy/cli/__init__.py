@@ -21,15 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"starlingpy.cli.{name}")
-        except ModuleNotFoundError as error:
-            # Only a subcommand module that does not exist yet is skipped;
-            # a missing dependency inside it must still be reported.
-            if error.name != f"starlingpy.cli.{name}":
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(f"starlingpy.cli.{name}").register(subparsers)
     return parser
 
 
