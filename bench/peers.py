@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Self
 
 from bench.wire import MemcacheWire, RespWire
+from starlingpy.client.queue_stats import queue_items, request_stats
 
 REPO = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(rb"listening on (\S+):(\d+)")
@@ -199,9 +200,8 @@ class StarlingpyPeer:
 
     def depth(self) -> int:
         with ControlConnection(self.address) as control:
-            stats = control.call_until(b"stats\r\n", b"END\r\n")
-        match = re.search(rb"STAT queue_%s_items (\d+)" % re.escape(self.queue), stats)
-        return int(match.group(1)) if match else 0
+            stats = request_stats(control.sock)
+        return queue_items(stats).get(self.queue.decode(), 0)
 
     def clear(self) -> None:
         with ControlConnection(self.address) as control:

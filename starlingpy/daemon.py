@@ -67,8 +67,8 @@ def _wait_for_report(read_end: int) -> None:
     except ChildProcessError:
         pass
     message = b"".join(chunks).decode(errors="replace").strip()
-    if message.partition("\n")[0] == "ok":
-        summary = message.partition("\n")[2]
+    verdict, _, summary = message.partition("\n")
+    if verdict == "ok":
         if summary:
             sys.stdout.write(summary + "\n")
             sys.stdout.flush()
@@ -79,8 +79,7 @@ def _wait_for_report(read_end: int) -> None:
 
 
 def _redirect_stdio(log_path: Path | None) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
+    # Nothing to flush: daemonize flushed before the first fork, printed nothing since.
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     target = devnull

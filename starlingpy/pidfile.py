@@ -79,10 +79,7 @@ def live_pid(path: Path, marker: str | None = "starlingpy") -> int | None:
 
 def remove_pid(path: Path) -> None:
     """Remove ``path`` if it exists."""
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+    path.unlink(missing_ok=True)
 
 
 def claim_pid_file(path: Path, marker: str | None = None) -> None:

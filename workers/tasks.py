@@ -24,12 +24,12 @@ import logging
 import os
 import socket
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from client.database import database_url, make_engine
-from client.models import DONE, PENDING, RUNNING, Judgement, Problem, Submission, utcnow
+from client.models import DONE, RUNNING, Judgement, Problem, Submission, utcnow
 from starlingpy.client import Client
 from starlingpy.worker import db
 from starlingpy.worker.tasks import TaskSet
@@ -64,16 +64,12 @@ tasks = TaskSet("grader", client_factory=lambda: Client([server_address()]),
 ENGINE: Engine = make_engine(database_url(), create=db.create_engine)
 
 
-def engine() -> Engine:
-    return ENGINE
-
-
 def _session() -> Session:
     """The worker's per-message Session, or a plain one when called directly."""
     try:
-        return db.session(engine())
+        return db.session(ENGINE)
     except LookupError:
-        return Session(engine())
+        return Session(ENGINE)
 
 
 def _grader_name() -> str:
@@ -149,9 +145,3 @@ def _judge(submission_id: int, kind: str) -> str | None:
         raise
     finally:
         session.close()
-
-
-def verdict_counts(session: Session) -> dict[str, int]:
-    """How many submissions have each verdict (for scripts and tests)."""
-    rows = session.execute(select(Submission.verdict, func.count()).group_by(Submission.verdict))
-    return {verdict or PENDING: count for verdict, count in rows}

@@ -20,18 +20,18 @@ from typing import TextIO
 import trio
 
 from starlingpy.daemon import daemonize
-from starlingpy.pidfile import live_pid, pid_alive, read_pid, remove_pid, write_pid
+from starlingpy.pidfile import live_pid, pid_alive, remove_pid, write_pid
 from starlingpy.supervisor.config import TierConfig
 from starlingpy.supervisor.queues import queue_sizes
 from starlingpy.supervisor.state import load_state, remove_state
-from starlingpy.supervisor.tier import SERVER_STOP_GRACE, Tier
+from starlingpy.supervisor.tier import SERVER_STOP_GRACE, Tier, pid_path
 
 SUPERVISOR = "supervisor"
 NOT_RUNNING = 3
 
 
 def _supervisor_pid_path(tier: TierConfig) -> Path:
-    return tier.settings.run_dir / f"{SUPERVISOR}.pid"
+    return pid_path(tier, SUPERVISOR)
 
 
 def _child_pid_files(tier: TierConfig) -> list[Path]:
@@ -58,14 +58,14 @@ def _take_lock(tier: TierConfig) -> int | None:
 def up(tier: TierConfig, *, foreground: bool = False, out: TextIO = sys.stdout,
        err: TextIO = sys.stderr) -> int:
     """Start the tier; detached unless ``foreground``. Refuses if it runs."""
-    pid_path = _supervisor_pid_path(tier)
-    stale = pid_path.exists()
-    running = live_pid(pid_path)
+    pid_file = _supervisor_pid_path(tier)
+    stale = pid_file.exists()
+    running = live_pid(pid_file)
     if running is not None:
-        print(f"already running: supervisor pid {running} ({pid_path})", file=err)
+        print(f"already running: supervisor pid {running} ({pid_file})", file=err)
         return 1
     if stale:
-        print(f"removed stale pid file {pid_path}", file=err)
+        print(f"removed stale pid file {pid_file}", file=err)
     leftovers = [(p.stem, pid) for p in _child_pid_files(tier)
                  if (pid := live_pid(p)) is not None]
     if leftovers:
@@ -88,14 +88,14 @@ def up(tier: TierConfig, *, foreground: bool = False, out: TextIO = sys.stdout,
 def _run_supervisor(tier: TierConfig, report) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s supervisor[%(process)d] %(levelname)s %(message)s")
-    pid_path = _supervisor_pid_path(tier)
-    write_pid(pid_path, os.getpid())
+    pid_file = _supervisor_pid_path(tier)
+    write_pid(pid_file, os.getpid())
 
     running = Tier(tier)
 
     def report_after_cleanup(error: str | None) -> None:
         if error is not None:
-            remove_pid(pid_path)  # before `up` returns: it leaves nothing behind
+            remove_pid(pid_file)  # before `up` returns: it leaves nothing behind
             report(error)
             return
         report(None, f"up: supervisor pid {os.getpid()}, server {running.address}, "
@@ -108,7 +108,7 @@ def _run_supervisor(tier: TierConfig, report) -> int:
         report(f"supervisor failed: {error!r}")
         raise
     finally:
-        remove_pid(pid_path)
+        remove_pid(pid_file)
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -237,4 +237,4 @@ def reload_workers(tier: TierConfig, *, out: TextIO = sys.stdout, err: TextIO = 
     return 0
 
 
-__all__ = ["down", "read_pid", "reload_workers", "restart", "status", "status_report", "up"]
+__all__ = ["down", "reload_workers", "restart", "status", "status_report", "up"]

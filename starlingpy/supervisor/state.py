@@ -65,7 +65,5 @@ def load_state(run_dir: Path) -> TierState | None:
 
 
 def remove_state(run_dir: Path) -> None:
-    try:
-        (run_dir / STATE_FILE).unlink()
-    except FileNotFoundError:
-        pass
+    """Remove the state file if there is one (the tier is down)."""
+    (run_dir / STATE_FILE).unlink(missing_ok=True)

@@ -15,9 +15,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import trio
 
+from starlingpy.client.servers import parse_address
 from starlingpy.reaper import become_subreaper, kill_adopted, reap_orphans
 from starlingpy.supervisor.backoff import RestartPolicy
 from starlingpy.supervisor.config import TierConfig
@@ -39,7 +41,8 @@ class StartupError(Exception):
     """The tier could not be brought up (the message says why)."""
 
 
-def pid_path(tier: TierConfig, name: str):
+def pid_path(tier: TierConfig, name: str) -> Path:
+    """Where the pid of the process ``name`` (``supervisor``, ``server``, ``graders.1``) is kept."""
     return tier.settings.run_dir / f"{name}.pid"
 
 
@@ -52,7 +55,8 @@ class Tier:
         self.state = TierState(supervisor_pid=os.getpid(), started_at=time.time(),
                                config=str(tier.path), server_address=self.address)
         self.server = self._managed("server", "server", self._server_argv(),
-                                    cwd=tier.path.parent, env=child_env({}))
+                                    cwd=tier.path.parent, env=child_env({}),
+                                    log_path=tier.shared.server.log)
         self.workers: list[ManagedProcess] = []
         self.failed = False  # start-up failed (reported through ``ready``)
 
@@ -61,12 +65,13 @@ class Tier:
         return RestartPolicy(initial=s.backoff_initial, maximum=s.backoff_max,
                              loop_restarts=s.crash_loop_restarts, loop_window=s.crash_loop_window)
 
-    def _managed(self, name: str, kind: str, argv: list[str], *, cwd, env) -> ManagedProcess:
+    def _managed(self, name: str, kind: str, argv: list[str], *, cwd, env,
+                 log_path: Path | None = None) -> ManagedProcess:
+        """A process and its record; its log is ``log_path`` or ``log_dir/NAME.log``."""
         record = ProcessRecord(name=name, kind=kind)
         self.state.processes.append(record)
-        server_log = self.config.shared.server.log if kind == "server" else None
         return ManagedProcess(record, argv, cwd=cwd, env=env,
-                              log_path=server_log or self.config.settings.log_dir / f"{name}.log",
+                              log_path=log_path or self.config.settings.log_dir / f"{name}.log",
                               pid_path=pid_path(self.config, name), policy=self._policy(),
                               on_change=self.save)
 
@@ -114,19 +119,7 @@ class Tier:
                 try:
                     await nursery.start(self.server.run)
                     await self._wait_for_server()
-                    for pool in self.config.pools:
-                        for index in range(1, pool.instances + 1):
-                            name = f"{pool.name}.{index}"
-                            # Each instance knows who it is (e.g. to pick its own sandbox
-                            # uid). Tasks that push tasks reach the server through the
-                            # worker's own client (given by --server).
-                            env = child_env({**pool.env, "STARLINGPY_WORKER": name,
-                                             "STARLINGPY_WORKER_INDEX": str(index)},
-                                            python_path=pool.directory)
-                            worker = self._managed(name, "worker", self._worker_argv(pool),
-                                                   cwd=pool.directory, env=env)
-                            self.workers.append(worker)
-                            await nursery.start(worker.run)
+                    await self._start_workers(nursery)
                 except StartupError as error:
                     log.error("start-up failed: %s", error)
                     self.failed = True
@@ -144,6 +137,22 @@ class Tier:
                     log.info("%s: stopping the tier", signal.Signals(signum).name)
                     break
                 await self._stop(nursery)
+
+    async def _start_workers(self, nursery: trio.Nursery) -> None:
+        """Every instance of every pool, one after another."""
+        for pool in self.config.pools:
+            for index in range(1, pool.instances + 1):
+                name = f"{pool.name}.{index}"
+                # Each instance knows who it is (e.g. to pick its own sandbox uid).
+                # Tasks that push tasks reach the server through the worker's own
+                # client (given by --server).
+                env = child_env({**pool.env, "STARLINGPY_WORKER": name,
+                                 "STARLINGPY_WORKER_INDEX": str(index)},
+                                python_path=pool.directory)
+                worker = self._managed(name, "worker", self._worker_argv(pool),
+                                       cwd=pool.directory, env=env)
+                self.workers.append(worker)
+                await nursery.start(worker.run)
 
     def _managed_pids(self) -> list[int]:
         return [p.process.pid for p in [self.server, *self.workers] if p.process is not None]
@@ -170,10 +179,10 @@ class Tier:
 
 async def server_answers(address: str) -> bool:
     """True if a memcache-protocol server at ``address`` answers ``version``."""
-    host, _, port = address.rpartition(":")
+    host, port = parse_address(address)
     try:
         with trio.fail_after(2):
-            stream = await trio.open_tcp_stream(host, int(port))
+            stream = await trio.open_tcp_stream(host, port)
             async with stream:
                 await stream.send_all(b"version\r\n")
                 reply = b""

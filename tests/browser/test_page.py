@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from starlingpy.supervisor import load_tier, status_report
-from tests.e2e.tier_helpers import WebApp, graders_pool, starlingpy, write_tier_config
+from tests.e2e.tier_helpers import WebApp, graders_pool, starlingpy, tier_status, write_tier_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -43,7 +42,7 @@ def web_url(tmp_path):
     try:
         up = starlingpy("up", "-c", str(config))
         assert up.returncode == 0, up.stderr
-        web = WebApp(database, status_report(load_tier(config))["server_address"])
+        web = WebApp(database, tier_status(config)["server_address"])
         yield web.url
     finally:
         if web is not None:

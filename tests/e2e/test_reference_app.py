@@ -27,13 +27,13 @@ from sqlalchemy.orm import Session
 
 from client.models import Judgement, Submission
 from client.submit import submit, wait_for_verdict
-from starlingpy.supervisor import load_tier, status_report
 from tests.e2e.tier_helpers import (
     WebApp,
     alive,
     graders_pool,
     logs,
     starlingpy,
+    tier_status,
     write_tier_config,
 )
 from tests.support import wait_until
@@ -169,7 +169,7 @@ def run_tier(tmp_path: Path, database_url: str, mix: list[str], regrade: bool = 
             assert again == {i: expected[i][1] for i in sums}
 
         def restarted():
-            now = status_report(load_tier(config))
+            now = tier_status(config)
             entry = next(p for p in now["processes"] if p["name"] == workers[victim])
             return entry["alive"] and entry["restarts"] >= 1 and entry["pid"] != victim and now
         now = wait_until(restarted, timeout=30, message="the killed worker restarted")

@@ -5,7 +5,6 @@ delivery allows): exactly one verdict, exactly one Judgement row."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import uuid
 
@@ -13,11 +12,6 @@ import pytest
 import sqlalchemy
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-
-from tests.support import REPO
-
-if str(REPO) not in sys.path:  # `client` and `workers` live at the repository root
-    sys.path.insert(0, str(REPO))
 
 from client.database import make_engine, prepare
 from client.models import Judgement, Problem, Submission

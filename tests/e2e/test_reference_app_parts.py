@@ -6,20 +6,14 @@ of the queue; the full tier runs in test_reference_app.py)."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
 from wsgiref.simple_server import make_server
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `client` and `workers` live at the repository root
-    sys.path.insert(0, str(REPO))
 
 from client.database import make_engine, prepare
 from client.models import Submission

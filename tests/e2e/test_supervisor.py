@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from starlingpy.client import Client
-from starlingpy.supervisor import load_tier, status_report
 from starlingpy.worker.tasks import TaskMessage
-from tests.e2e.tier_helpers import alive, logs, starlingpy, write_tier_config
+from tests.e2e.tier_helpers import alive, logs, starlingpy, tier_status, write_tier_config
 from tests.support import REPO, ServerProcess, wait_until
 
 TASKS = '''
@@ -54,11 +53,6 @@ def make_tier(tmp_path: Path, *, module: str = "echo_tasks", instances: int = 2,
                              f"{extra}\n", pools=pools if pool else "")
 
 
-def status(config: Path) -> dict:
-    """What `status --json` prints, computed in-process (cheap enough to poll)."""
-    return status_report(load_tier(config))
-
-
 def status_cli(config: Path) -> dict:
     result = starlingpy("status", "-c", str(config), "--json")
     assert result.returncode in (0, 3), result.stderr
@@ -91,7 +85,7 @@ def test_up_status_kill_restart_down(tier):
     os.kill(victim, signal.SIGKILL)
 
     def restarted():
-        worker = status(tier)["processes"][1]
+        worker = tier_status(tier)["processes"][1]
         return worker["alive"] and worker["restarts"] == 1 and worker["pid"] != victim and worker
     worker = wait_until(restarted, timeout=30, message="echo.1 restarted")
     assert worker["last_exit"] == "signal 9"
@@ -102,7 +96,7 @@ def test_up_status_kill_restart_down(tier):
     assert starlingpy("restart", "--workers", "-c", str(tier)).returncode == 0
 
     def all_replaced():
-        now = status(tier)["processes"]
+        now = tier_status(tier)["processes"]
         return (all(p["alive"] for p in now) and now[2]["restarts"] == 1
                 and now[1]["restarts"] == 2 and now)
     now = wait_until(all_replaced, timeout=30, message="workers restarted by SIGHUP")
@@ -141,11 +135,11 @@ def test_stale_pid_file_then_a_dead_server_then_restart(server_only_tier):
     assert pid != dead.pid and alive(pid)
 
     # The server dies: it comes back on the same address (port 0 was resolved once).
-    before = status(tier)
+    before = tier_status(tier)
     os.kill(before["processes"][0]["pid"], signal.SIGKILL)
 
     def server_back():
-        now = status(tier)
+        now = tier_status(tier)
         server = now["processes"][0]
         return server["alive"] and server["restarts"] == 1 and now["queues"] is not None and now
     now = wait_until(server_back, timeout=30, message="the server restarted and answering")
@@ -165,17 +159,17 @@ def test_a_pool_that_keeps_crashing_is_reported_not_respawned(tmp_path):
         assert starlingpy("up", "-c", str(config)).returncode == 0, logs(config)
 
         def crash_looping():
-            worker = status(config)["processes"][1]
+            worker = tier_status(config)["processes"][1]
             return worker["state"] == "crash-loop" and worker
         worker = wait_until(crash_looping, timeout=30, message="crash-loop state")
         assert worker["restarts"] == 1 and not worker["alive"]
-        assert status(config)["processes"][0]["alive"], "the server stays up"
+        assert tier_status(config)["processes"][0]["alive"], "the server stays up"
         assert "crash loop, not restarting" in (tmp_path / "log" / "supervisor.log").read_text()
 
         # An operator's `restart --workers` gives it a fresh start (and it loops again).
         assert starlingpy("restart", "--workers", "-c", str(config)).returncode == 0
-        wait_until(lambda: status(config)["processes"][1]["restarts"] == 3
-                   and status(config)["processes"][1]["state"] == "crash-loop",
+        wait_until(lambda: tier_status(config)["processes"][1]["restarts"] == 3
+                   and tier_status(config)["processes"][1]["state"] == "crash-loop",
                    timeout=30, message="revived, then a crash loop again")
     finally:
         starlingpy("down", "-c", str(config))
@@ -199,7 +193,7 @@ def test_down_stops_a_busy_worker_warm_then_cold_and_its_message_survives(tmp_pa
     marker = tmp_path / "started"
     try:
         assert starlingpy("up", "-c", str(config)).returncode == 0, logs(config)
-        address = status(config)["server_address"]
+        address = tier_status(config)["server_address"]
         with Client([address]) as client:
             client.set("echo", TaskMessage(task="block", args=(str(marker),)).to_dict())
         wait_until(marker.exists, timeout=30, message="the blocking task started")
@@ -232,7 +226,7 @@ def test_foreground_stops_on_sigterm_and_down_cleans_after_a_killed_supervisor(t
                             stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout.readline().startswith("up: supervisor pid"), logs(config)
-        report = status(config)
+        report = tier_status(config)
         assert report["supervisor_pid"] == proc.pid
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
@@ -241,7 +235,7 @@ def test_foreground_stops_on_sigterm_and_down_cleans_after_a_killed_supervisor(t
 
         # Now kill the supervisor itself: its children are orphans; `down` finds them.
         assert starlingpy("up", "-c", str(config)).returncode == 0, logs(config)
-        report = status(config)
+        report = tier_status(config)
         os.kill(report["supervisor_pid"], signal.SIGKILL)
         wait_until(lambda: not alive(report["supervisor_pid"]), message="supervisor gone")
         refused = starlingpy("up", "-c", str(config))

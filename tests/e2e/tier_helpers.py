@@ -1,10 +1,6 @@
 """Helpers for the tests that run the background tier as an operator does:
 the ``starlingpy`` command as a subprocess, a tier config file, the logs,
 process liveness, and the reference application's web app.
-
-Importing this module also puts the repository root on ``sys.path``: the
-reference application (``client``, ``workers``) lives there, not in the
-package.
 """
 
 from __future__ import annotations
@@ -18,10 +14,8 @@ import threading
 from pathlib import Path
 
 from starlingpy.pidfile import pid_alive
+from starlingpy.supervisor import load_tier, status_report
 from tests.support import REPO
-
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def starlingpy(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
@@ -29,6 +23,11 @@ def starlingpy(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "starlingpy", *args], cwd=REPO, check=False,
                           capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def tier_status(config: Path) -> dict:
+    """What ``status --json`` prints, computed in-process (cheap enough to poll)."""
+    return status_report(load_tier(config))
 
 
 def alive(pid: int | None) -> bool:
