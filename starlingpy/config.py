@@ -76,6 +76,7 @@ class Config:
     limits_by_name: Mapping[bytes, QueueLimits] = field(default_factory=dict)
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    text: str = ""  # the file as read, for errors that name a line
 
     def limits_for(self, name: bytes) -> QueueLimits:
         return self.limits_by_name.get(name, self.default_limits)
@@ -215,7 +216,8 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     by_name = {name.encode(): dataclasses.replace(default, **_explicit(
                    _limits_from(table, path, text, f"queues.{name}."), table))
                for name, table in queues.items() if name != "default"}
-    return Config(server=server, default_limits=default, limits_by_name=by_name, path=path, raw=raw)
+    return Config(server=server, default_limits=default, limits_by_name=by_name, path=path, raw=raw,
+                  text=text)
 
 
 def _explicit(limits: QueueLimits, table: Mapping[str, Any]) -> dict:
@@ -234,7 +236,8 @@ def _parse_starling_yaml(text: str, path: Path) -> Config:
     if not isinstance(section, Mapping):
         raise ConfigError(f"{path}: a Starling config needs a 'starling:' section")
     table = {_STARLING_YAML_KEYS[k]: v for k, v in section.items() if k in _STARLING_YAML_KEYS}
-    return Config(server=ServerConfig(**_server_from(table, path, text, "starling.")), path=path, raw=raw)
+    return Config(server=ServerConfig(**_server_from(table, path, text, "starling.")), path=path, raw=raw,
+                  text=text)
 
 
 def load_config(path: str | Path) -> Config:

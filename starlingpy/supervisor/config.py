@@ -173,7 +173,7 @@ def tier_from_config(shared: Config) -> TierConfig:
     if shared.path is None:
         raise ConfigError("the supervisor needs a config file path")
     path = shared.path
-    text = path.read_text()
+    text = shared.text  # as load_config read it: line numbers match what was parsed
     raw = shared.raw
     settings = _read_settings(path, text, raw)
     pools_table = raw.get("pools", {})
