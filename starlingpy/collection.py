@@ -251,11 +251,8 @@ class QueueCollection:
             if trio.current_time() >= next_compaction:
                 for queue in list(self._queues.values()):
                     if queue._wants_rewrite(BACKGROUND_FRAGMENTED_FRAMES):
-                        try:
+                        with _old_journal_kept_on_error(queue):
                             await queue._rewrite_in_background()
-                        except OSError as exc:
-                            log.error("queue %r: journal rewrite failed, keeping the old one: %s",
-                                      queue.name, exc)
                 next_compaction = trio.current_time() + COMPACT_CHECK_SECONDS
 
     def compact(self, name: bytes, *, failpoint: Failpoint | None = None) -> bool:
@@ -298,13 +295,10 @@ class QueueCollection:
 
     def _new_queue(self, name: bytes, journal: JournalFile,
                    state: Recovered | None = None) -> PersistentQueue:
-        args = (name, journal)
-        kwargs = {"limits": self._limits_for(name), "clock": self._clock,
-                  "on_dirty": self._dirty.append, "max_journal_size": self._max_journal_size}
-        if state is None:
-            queue = PersistentQueue(*args, **kwargs)
-        else:
-            queue = PersistentQueue.recovered(*args, state=state, **kwargs)
+        queue = PersistentQueue(name, journal, self._limits_for(name), self._clock,
+                                self._dirty.append, self._max_journal_size)
+        if state is not None:
+            queue._restore(state)
         queue._waiters = self._parked.setdefault(name, queue._waiters)
         self._queues[name] = queue
         return queue
@@ -312,25 +306,24 @@ class QueueCollection:
     def _compact_where_needed(self, fragmented_frames: float) -> None:
         for queue in list(self._queues.values()):
             if queue._wants_rewrite(fragmented_frames):
-                try:
+                with _old_journal_kept_on_error(queue):
                     queue._rewrite()
-                except OSError as exc:
-                    log.error("queue %r: journal rewrite failed, keeping the old one: %s",
-                              queue.name, exc)
 
     def _load(self) -> None:
         legacy: list[str] = []
-        for filename in sorted(os.listdir(self.directory)):
+        with os.scandir(self.directory) as listing:
+            # (the file types come with the listing: no stat per file)
+            files = sorted(entry.name for entry in listing if entry.is_file(follow_symlinks=False))
+        for filename in files:  # our files are all regular; never follow a link out
             path = self.directory / filename
-            if not path.is_file() or path.is_symlink():
-                continue  # our files are all regular; never follow a link out
+            name = queue_name_from_filename(filename)  # None for the hashed form too
             if SUFFIX + "." in filename and filename.endswith(TEMP_SUFFIX):
                 # A rewrite that a crash interrupted before its rename: the
                 # journal it was replacing is still whole.
                 path.unlink(missing_ok=True)
                 log.info("removed unfinished journal rewrite %s", path)
-            elif is_journal_filename(filename):
-                self._load_journal(path, filename)
+            elif name is not None or is_journal_filename(filename):
+                self._load_journal(path, name)
             elif not filename.startswith(".") and SUFFIX + "." not in filename:
                 legacy.append(filename)  # maybe Ruby Starling's (it never made dotfiles)
         for filename in legacy:
@@ -339,8 +332,7 @@ class QueueCollection:
         self._commit.sync_now()
         self._notes.clear()
 
-    def _load_journal(self, path: Path, filename: str) -> None:
-        name = queue_name_from_filename(filename)
+    def _load_journal(self, path: Path, name: bytes | None) -> None:
         with _read_whole(path) as buf:
             try:
                 header_name, header_size = decode_file_header(buf[:MAX_FILE_HEADER])
@@ -438,6 +430,16 @@ class QueueCollection:
         fsync_directory(aside)
         fsync_directory(self.directory)
         log.info("moved the Starling journal to %s", target)
+
+
+@contextlib.contextmanager
+def _old_journal_kept_on_error(queue: PersistentQueue) -> Iterator[None]:
+    """Around an optional rewrite: a failure (a full disk) leaves the old
+    journal in place, which is no reason to stop serving; log it."""
+    try:
+        yield
+    except OSError as exc:
+        log.error("queue %r: journal rewrite failed, keeping the old one: %s", queue.name, exc)
 
 
 @contextlib.contextmanager

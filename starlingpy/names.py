@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from urllib.parse import unquote_to_bytes
 
 SUFFIX = ".spq"
 """Marks the journals we write (``.`` is always escaped, so it cannot be part
@@ -59,7 +60,7 @@ def queue_name_from_filename(filename: str) -> bytes | None:
     stem = filename[: -len(SUFFIX)]
     if not _ENCODED.fullmatch(stem):
         return None
-    name = _decode(stem)
+    name = unquote_to_bytes(stem)  # the pattern above admits only [A-Za-z0-9_-] and %XX
     return name if queue_filename(name) == filename else None
 
 
@@ -69,16 +70,3 @@ def is_journal_filename(filename: str) -> bool:
         return True
     return filename.endswith(SUFFIX) and bool(_HASHED.fullmatch(filename[: -len(SUFFIX)]))
 
-
-def _decode(stem: str) -> bytes:
-    out = bytearray()
-    i, n = 0, len(stem)
-    while i < n:
-        ch = stem[i]
-        if ch == "%":
-            out.append(int(stem[i + 1:i + 3], 16))
-            i += 3
-        else:
-            out.append(ord(ch))
-            i += 1
-    return bytes(out)

@@ -138,30 +138,26 @@ class PersistentQueue:
         self._carry: list[bytes] | None = None  # frames to carry over to a rewrite in flight
         self._has_caps = limits.max_items is not None or limits.max_bytes is not None
 
-    @classmethod
-    def recovered(cls, name: bytes, journal: JournalFile, state: Recovered, limits: QueueLimits,
-                  clock: Callable[[], float], on_dirty: Callable[[PersistentQueue], None],
-                  max_journal_size: int) -> PersistentQueue:
-        """The queue a journal replay produced. Transactions that were open
-        when the journal ended are back at the head (and journaled so)."""
-        queue = cls(name, journal, limits, clock, on_dirty, max_journal_size)
+    def _restore(self, state: Recovered) -> None:
+        """Take on what a replay of this (new, empty) queue's journal
+        produced. Transactions that were open when the journal ended are
+        back at the head (and journaled so)."""
         for entry in state.entries:
             if entry.__class__ is ItemRun:
-                queue._blocks.append(entry)
-            elif queue._blocks:  # (replay puts single items first; stay in order anyway)
-                queue._blocks += _seal([entry])
+                self._blocks.append(entry)
+            elif self._blocks:  # (replay puts single items first; stay in order anyway)
+                self._blocks += _seal([entry])
             else:
-                queue._head.append(entry)
-        queue._count = state.items
-        queue._bytes = state.bytes
-        queue._next_xid = state.next_xid % _XID_LIMIT or 1
-        queue._frames = state.frames
-        queue._written_since_rewrite = journal.size
+                self._head.append(entry)
+        self._count = state.items
+        self._bytes = state.bytes
+        self._next_xid = state.next_xid % _XID_LIMIT or 1
+        self._frames = state.frames
+        self._written_since_rewrite = self._journal.size
         for xid in reversed(state.reopened):
-            queue._pending.op(ABORT, xid)
+            self._pending.op(ABORT, xid)
         if state.reopened:
-            queue._dirtied()
-        return queue
+            self._dirtied()
 
     # -- adding ------------------------------------------------------------
 
@@ -386,8 +382,7 @@ class PersistentQueue:
         self._bytes = 0
 
     def _after_removal(self) -> None:
-        if not self._dirty:
-            self._dirtied()
+        self._dirtied()
         if not self._count:
             self._cut_if_empty()
 
@@ -461,11 +456,7 @@ class PersistentQueue:
         (the buffered records are written first)."""
         self._write_pending()
         chunks = _encode_state(*self._capture())
-        header = encode_file_header(self.name)
-        if failpoint is None:
-            self._journal.rewrite(header, chunks)
-        else:
-            self._journal.rewrite(header, chunks, failpoint)
+        self._journal.rewrite(encode_file_header(self.name), chunks, failpoint)
         self._rewritten(len(chunks) // 2)
 
     async def _rewrite_in_background(self) -> None:

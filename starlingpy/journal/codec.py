@@ -70,7 +70,8 @@ _CRC = struct.Struct("<I")
 FRAME_HEADER = struct.Struct("<IIIdI")
 FRAME_HEADER_SIZE = FRAME_HEADER.size  # 24
 _FRAME_REST = struct.Struct("<IIdI")  # the header after its crc: what the crc covers
-RECORD_FIXED_SIZE = 1 + 4 + 4 + 8  # op, arg, length, expiry: bytes per record before data
+RECORD_FIXED = struct.Struct("<BIId")  # op, arg, length, expiry: one record's columns
+RECORD_FIXED_SIZE = RECORD_FIXED.size  # 17: bytes per record before data
 
 ADD, REMOVE, OPEN, CLOSE, ABORT, FLUSH, NOTE = range(7)
 MAX_OP = NOTE
@@ -151,7 +152,6 @@ def _removes_frame(count: int) -> list[bytes]:
                         bytes(8 * count), [], 0, 0.0)
 
 
-_ONE_RECORD = struct.Struct("<BIId")  # op, arg, length, expiry: a one-record frame's columns
 _ONE_REMOVE = _removes_frame(1)
 ONE_REMOVE_FRAME = b"".join(_ONE_REMOVE)  # every frame holding one REMOVE is these bytes
 
@@ -175,9 +175,6 @@ class RecordBuffer:
         self.records: list[tuple[int, int, bytes, float]] = []
         self.added: float | None = None  # enqueue time of the first ADD buffered
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def add(self, data: bytes, flags: int, expiry: float, added: float) -> None:
         """Buffer an ADD record."""
         if self.added is None:
@@ -199,7 +196,7 @@ class RecordBuffer:
             if op == REMOVE:
                 return _ONE_REMOVE
             size = len(data)
-            body = _ONE_RECORD.pack(op, arg, size, expiry) + data
+            body = RECORD_FIXED.pack(op, arg, size, expiry) + data
             rest = _FRAME_REST.pack(1, size, self.added or 0.0, zlib.crc32(body))
             return [_CRC.pack(zlib.crc32(rest)) + rest, body]
         ops, args, data, expiries = zip(*records)
@@ -212,10 +209,7 @@ class RecordBuffer:
             return self._encode_split(ops, array("I", args), lengths, array("d", expiries), data)
         return encode_frame(count, ops, little_endian(array("I", args)), little_endian(lengths),
                             little_endian(array("d", expiries)), list(data), data_len,
-                            self._added())
-
-    def _added(self) -> float:
-        return 0.0 if self.added is None else self.added
+                            self.added or 0.0)
 
     def _encode_split(self, ops: bytes, args: array, lengths: array, expiries: array,
                       data: tuple) -> list[bytes]:
@@ -233,7 +227,7 @@ class RecordBuffer:
             chunks += encode_frame(end - start, ops[start:end], little_endian(args[start:end]),
                                    little_endian(lengths[start:end]),
                                    little_endian(expiries[start:end]), list(data[start:end]),
-                                   size, self._added())
+                                   size, self.added or 0.0)
             start = end
         return chunks
 

@@ -156,13 +156,14 @@ class JournalFile:
         self.size = self.header_size
 
     def rewrite(self, header: bytes, chunks: Sequence[bytes],
-                failpoint: Failpoint = _no_failpoint) -> None:
+                failpoint: Failpoint | None = None) -> None:
         """Replace the journal with ``header`` + ``chunks``, atomically: a
         crash at any point leaves either the old or the new file, complete.
 
         Temp file, write, fsync, rename over the journal, fsync the
         directory. From the rename on, appends go to the new file.
         """
+        failpoint = failpoint or _no_failpoint
         temp = self.start_rewrite(header, chunks, failpoint=failpoint)
         self.finish_rewrite(temp, [], failpoint)
 

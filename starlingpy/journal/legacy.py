@@ -39,13 +39,11 @@ def parse_legacy(buf: bytes) -> LegacyJournal | None:
             if pos + 5 > size:
                 break
             (length,) = _U32.unpack_from(buf, pos + 1)
+            if length < 4:  # no room for the expiry: not Starling's, even cut short
+                return None
             end = pos + 5 + length
             if end > size:
-                if length < 4:
-                    return None
                 break
-            if length < 4:
-                return None
             (expiry,) = _U32.unpack_from(buf, pos + 5)
             items.append((expiry, bytes(buf[pos + 9:end])))
             pos = end

@@ -46,14 +46,15 @@ from .codec import (
     MAX_OP,
     NOTE,
     ONE_REMOVE_FRAME,
+    OP_NAMES,
     OPEN,
+    RECORD_FIXED,
     RECORD_FIXED_SIZE,
     REMOVE,
     column,
     little_endian,
 )
 
-_ONE_RECORD = struct.Struct("<BIId")  # a record's fixed part: op, arg, length, expiry
 _U32 = struct.Struct("<I")
 _ONE_REMOVE_SIZE = len(ONE_REMOVE_FRAME)
 (_ONE_REMOVE_CRC,) = struct.unpack_from("<I", ONE_REMOVE_FRAME)
@@ -87,12 +88,6 @@ class ItemRun:
 
     def __len__(self) -> int:
         return len(self.lengths)
-
-    def added(self, i: int) -> float:
-        """When item ``i`` was enqueued."""
-        if self.starts is None:
-            return self.times[i]
-        return self.times[bisect_right(self.starts, i) - 1]
 
     def time_steps(self) -> tuple[Sequence[int], Sequence[float]]:
         """``(starts, times)``: item ``starts[k]`` and those after it up to
@@ -368,7 +363,7 @@ class _Scan:
         if self.f_count[k] == 0:  # in a stretch of one-ADD frames
             n = self.f_body[k] + j
             body = self.s_body[n]
-            _, flags, length, expiry = _ONE_RECORD.unpack_from(self.buf, body)
+            _, flags, length, expiry = RECORD_FIXED.unpack_from(self.buf, body)
             at = body + RECORD_FIXED_SIZE
             return bytes(self.mv[at:at + length]), flags, expiry, self.s_added[n]
         lengths, flags, expiries, starts, data_at = self._frame_adds(k)
@@ -521,7 +516,6 @@ def dump(buf: bytes, start: int) -> str:
     ``"ADD(b'a') REMOVE OPEN#1 | ..."`` (``|`` between frames). A slow,
     record-by-record reader: the reference the fast replay must agree with.
     Stops at the first damaged frame, ending with ``!torn`` or ``!corrupt``."""
-    from .codec import OP_NAMES
     frames: list[str] = []
     mv = memoryview(buf)
     pos = start

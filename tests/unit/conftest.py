@@ -1,8 +1,12 @@
-"""An injected wall clock for the storage tests (expiry, age)."""
+"""Shared by the storage tests: an injected wall clock (expiry, age),
+opening a queue directory, and draining a queue."""
 
 from __future__ import annotations
 
 import pytest
+
+from starlingpy.collection import QueueCollection
+from starlingpy.journal import SyncPolicy
 
 T0 = 1_800_000_000.0
 
@@ -20,3 +24,17 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+def drain(queue) -> list[bytes]:
+    """Take every item off ``queue``; their data, in order."""
+    out = []
+    while (item := queue.take_nowait()) is not None:
+        out.append(item.data)
+    return out
+
+
+def open_c(qdir, **kwargs) -> QueueCollection:
+    """Open the queue directory ``qdir`` (sync ``never`` unless given)."""
+    kwargs.setdefault("sync", SyncPolicy.parse("never"))
+    return QueueCollection.open(qdir, **kwargs)

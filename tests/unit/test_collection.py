@@ -11,27 +11,14 @@ import trio.testing
 
 import starlingpy.collection as collection_module
 import starlingpy.journal.sync as sync_module
-from starlingpy.collection import LOCK_NAME, QueueCollection, StartupError
+from starlingpy.collection import LOCK_NAME, StartupError
 from starlingpy.journal import SyncPolicy
-
-NEVER = SyncPolicy.parse("never")
+from tests.unit.conftest import drain, open_c
 
 
 @pytest.fixture
 def qdir(tmp_path):
     return tmp_path / "spool"
-
-
-def open_c(qdir, **kwargs):
-    kwargs.setdefault("sync", NEVER)
-    return QueueCollection.open(qdir, **kwargs)
-
-
-def drain(queue):
-    out = []
-    while (item := queue.take_nowait()) is not None:
-        out.append(item.data)
-    return out
 
 
 # -- start-up ------------------------------------------------------------------

@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from starlingpy.collection import LEGACY_DIR, QueueCollection
-from starlingpy.journal import SyncPolicy
+from starlingpy.collection import LEGACY_DIR
 from starlingpy.journal.legacy import parse_legacy
+from tests.unit.conftest import drain, open_c
 
 
 def add(data: bytes, expiry: int = 0) -> bytes:
@@ -17,17 +17,6 @@ def add(data: bytes, expiry: int = 0) -> bytes:
 
 
 REMOVE = b"\x01"
-
-
-def open_c(qdir, **kwargs):
-    return QueueCollection.open(qdir, sync=SyncPolicy.parse("never"), **kwargs)
-
-
-def drain(queue):
-    out = []
-    while (item := queue.take_nowait()) is not None:
-        out.append(item.data)
-    return out
 
 
 def test_parse_adds_and_removes():

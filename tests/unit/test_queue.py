@@ -3,10 +3,8 @@ survives a restart. Real files in tmp_path, an injected clock."""
 
 import pytest
 
-from starlingpy.collection import QueueCollection
-from starlingpy.journal import SyncPolicy
 from starlingpy.queue import QueueLimits
-from tests.unit.conftest import T0
+from tests.unit.conftest import T0, drain, open_c
 
 
 @pytest.fixture
@@ -14,8 +12,7 @@ def open_collection(tmp_path, clock):
     opened = []
 
     def make(**kwargs):
-        kwargs.setdefault("sync", SyncPolicy.parse("never"))
-        collection = QueueCollection.open(tmp_path / "q", clock=clock, **kwargs)
+        collection = open_c(tmp_path / "q", clock=clock, **kwargs)
         opened.append(collection)
         return collection
 
@@ -28,13 +25,6 @@ def restart(collection, make, crash=False):
     collection.write_pending()
     collection.abandon() if crash else collection.close()
     return make()
-
-
-def drain(queue):
-    out = []
-    while (item := queue.take_nowait()) is not None:
-        out.append(item.data)
-    return out
 
 
 def test_fifo_with_flags_round_trip_and_restart(open_collection):

@@ -9,10 +9,8 @@ import trio
 import trio.testing
 
 from starlingpy import queue as queue_module
-from starlingpy.collection import QueueCollection
-from starlingpy.journal import SyncPolicy
 from starlingpy.journal.replay import ItemRun
-from tests.unit.conftest import T0
+from tests.unit.conftest import T0, open_c
 
 
 @pytest.fixture
@@ -23,7 +21,7 @@ def small_blocks(monkeypatch):
 
 @pytest.fixture
 def collection(tmp_path, clock):
-    c = QueueCollection.open(tmp_path / "q", sync=SyncPolicy.parse("never"), clock=clock)
+    c = open_c(tmp_path / "q", clock=clock)
     yield c
     c.close()
 
@@ -31,7 +29,7 @@ def collection(tmp_path, clock):
 def reopen(c, tmp_path, clock, crash=False):
     c.write_pending()
     c.abandon() if crash else c.close()
-    return QueueCollection.open(tmp_path / "q", sync=SyncPolicy.parse("never"), clock=clock)
+    return open_c(tmp_path / "q", clock=clock)
 
 
 def taken(q):
@@ -124,7 +122,7 @@ def test_replayed_blocks_thaw_with_each_frames_enqueue_time(tmp_path, clock, mon
     if tiny_runs:  # blocks then split frames, and frames span blocks
         from starlingpy.journal import replay
         monkeypatch.setattr(replay, "RUN_ITEMS", 2)
-    c = QueueCollection.open(tmp_path / "q", sync=SyncPolicy.parse("never"), clock=clock)
+    c = open_c(tmp_path / "q", clock=clock)
     q = c.get_or_create(b"s")
     for batch, at in ((3, 0), (1, 10), (4, 50)):
         clock.now = T0 + at
