@@ -24,13 +24,18 @@ from pathlib import Path
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def become_subreaper() -> bool:
-    """Ask Linux to give us our descendants' orphans; False where unsupported."""
+def prctl(option: int, value: int) -> bool:
+    """Linux ``prctl(option, value)``; False where it failed or does not exist."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return libc.prctl(option, value, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def become_subreaper() -> bool:
+    """Ask Linux to give us our descendants' orphans; False where unsupported."""
+    return prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def children(parent: int, proc: Path = Path("/proc")) -> dict[int, str]:

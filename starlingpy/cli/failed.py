@@ -13,6 +13,8 @@ import datetime
 import json
 import sys
 
+from starlingpy.cli.work import DEFAULT_SERVER, server_addresses
+
 __all__ = ["register", "run"]
 
 
@@ -23,7 +25,8 @@ def register(subparsers) -> None:
     parser.add_argument("ids", nargs="*", help="message ids (retry/drop)")
     parser.add_argument("--all", action="store_true", help="retry/drop every failed message")
     parser.add_argument("--server", "-s", action="append", default=[],
-                        help="queue server host:port (repeatable; default 127.0.0.1:22122)")
+                        help="queue server host:port (repeatable or comma-separated; default "
+                             + DEFAULT_SERVER + ")")
     parser.add_argument("--queue", default="failed", help="the failure queue (default: failed)")
     parser.add_argument("--limit", type=int, default=100, help="look at most at this many (default 100)")
     parser.add_argument("--json", action="store_true", help="list as JSON lines")
@@ -38,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.ids and not args.all:
         print(f"starlingpy failed {args.action}: give message ids or --all", file=sys.stderr)
         return 2
-    servers = [s for value in args.server for s in value.split(",") if s] or ["127.0.0.1:22122"]
-    client = Client(servers)
+    client = Client(server_addresses(args.server) or [DEFAULT_SERVER])
     try:
         if args.action == "list":
             for item in list_failed(client, args.queue, args.limit):

@@ -26,9 +26,15 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["register", "run", "load_taskset"]
+__all__ = ["register", "run", "load_taskset", "server_addresses", "DEFAULT_SERVER"]
 
 DEFAULT_SERVER = "127.0.0.1:22122"
+
+
+def server_addresses(values: list[str]) -> list[str]:
+    """The ``host:port`` list from repeated, possibly comma-separated,
+    ``--server`` options."""
+    return [s for value in values for s in value.split(",") if s]
 
 
 def register(subparsers) -> None:
@@ -103,7 +109,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     except (ImportError, LookupError) as exc:
         print(f"starlingpy work: {exc}", file=sys.stderr)
         return 2
-    servers = [s for value in args.server for s in value.split(",") if s]
+    servers = server_addresses(args.server)
     if servers:
         client = Client(servers)
     elif taskset.client_factory is not None:

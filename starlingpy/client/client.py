@@ -85,7 +85,6 @@ class Client:
             server = servers[0]
             try:
                 with server.connection() as conn:
-                    conn.open()
                     stored = conn.store(key, data, flags, expiry)
             except ConnectionFailed as exc:
                 last_error = exc
@@ -153,7 +152,6 @@ class Client:
         for server in self._pool.live():
             try:
                 with server.connection() as conn:
-                    conn.open()
                     result[server.address] = conn.stats()
             except ConnectionFailed:
                 continue
@@ -186,7 +184,7 @@ class Client:
         line = b"flush " + check_queue_name(queue).encode("utf-8")
 
         def flush_one(conn):
-            caps = conn.open()
+            caps = conn.capabilities
             if not caps.flush:
                 raise UnsupportedFeature(f"server {conn.address} (version {caps.version!r}) "
                                          "does not support flush")
@@ -203,7 +201,6 @@ class Client:
                 continue
             try:
                 with server.connection() as conn:
-                    conn.open()
                     action(conn)
             except ConnectionFailed:
                 missed.append(server.address)

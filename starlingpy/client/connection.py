@@ -152,6 +152,9 @@ class Connection:
 
     @contextmanager
     def _read_timeout(self, seconds: float) -> Iterator[None]:
+        if seconds == self._timeout:  # a get that does not wait: nothing to change
+            yield
+            return
         mc = self._mc
         mc.timeout = seconds  # used if pymemcache has to reconnect
         if mc.sock is not None:

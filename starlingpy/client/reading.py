@@ -188,7 +188,7 @@ class Reader:
     def _capabilities(self, server: Server) -> Capabilities | None:
         try:
             with server.connection() as conn:
-                return conn.open()
+                return conn.capabilities
         except ConnectionFailed:
             return None
 

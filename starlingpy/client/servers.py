@@ -98,10 +98,12 @@ class Server:
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        """Check a connection out for one request; on a transport failure the
-        server is marked dead, the connection closed and the error re-raised."""
+        """Check a connection out for one request, opened (its
+        ``capabilities`` known); on a transport failure the server is marked
+        dead, the connection closed and the error re-raised."""
         conn = self.checkout()
         try:
+            conn.open()
             yield conn
         except ConnectionFailed as exc:
             self.checkin(conn, reusable=False)

@@ -28,7 +28,7 @@ import weakref
 
 from sqlalchemy.engine import Engine
 
-__all__ = ["protect", "unprotect", "is_protected"]
+__all__ = ["protect", "unprotect"]
 
 _protected: weakref.WeakSet[Engine] = weakref.WeakSet()
 _install_lock = threading.Lock()
@@ -46,10 +46,6 @@ def protect(engine: Engine) -> Engine:
 def unprotect(engine: Engine) -> None:
     """Stop protecting ``engine`` (tests use this to show the failure)."""
     _protected.discard(engine)
-
-
-def is_protected(engine: Engine) -> bool:
-    return engine in _protected
 
 
 def _install() -> None:

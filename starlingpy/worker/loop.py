@@ -30,8 +30,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from starlingpy.client import ClientError, Message, UnsupportedFeature
-from starlingpy.client.errors import ConfirmFailed
+from starlingpy.client import ClientError, ConfirmFailed, Message, UnsupportedFeature
 from starlingpy.client.keys import check_queue_name
 from starlingpy.worker.db import Databases
 from starlingpy.worker.tasks import BadMessage, FailureRecord, TaskMessage, TaskSet
@@ -163,7 +162,7 @@ class Worker:
         """A message from the first non-empty queue, held open until the
         block ends (confirmed) or raises (aborted)."""
         if self.reliable is not False:
-            reading = self.client.reliable(self.queues, timeout=timeout or None)
+            reading = self.client.reliable(self.queues, timeout=timeout)
             try:
                 message = reading.__enter__()
             except UnsupportedFeature as exc:
@@ -184,7 +183,7 @@ class Worker:
                 except ConfirmFailed as exc:
                     log.warning("worker %s: %s", self.name, exc)  # it will be delivered again
                 return
-        yield self.client.get_first(self.queues, timeout=timeout or None)
+        yield self.client.get_first(self.queues, timeout=timeout)
 
     # -- one message ------------------------------------------------------
 

@@ -23,7 +23,6 @@ mode) is not restarted.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import select
@@ -33,7 +32,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from starlingpy.reaper import PeriodicReaper, become_subreaper, kill_adopted
+from starlingpy.reaper import PeriodicReaper, become_subreaper, kill_adopted, prctl
 
 __all__ = ["WorkerPool", "die_with_parent", "worker_command", "WORKER_INDEX_ENV"]
 
@@ -50,11 +49,7 @@ WORKER_INDEX_ENV = "STARLINGPY_WORKER_INDEX"
 def die_with_parent(parent_pid: int) -> None:
     """In a pool child: get SIGTERM when the parent dies (Linux); exit now
     if it is already gone."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the parent still forwards signals
-        pass
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)  # not Linux: the parent still forwards signals
     if os.getppid() != parent_pid:
         raise SystemExit(0)
 
@@ -67,7 +62,6 @@ class _Slot:
         self.started = 0.0
         self.backoff = _BACKOFF_MIN
         self.restart_at: float | None = None
-        self.restarts = 0
         self.done = False
 
 
@@ -168,7 +162,6 @@ class WorkerPool:
         now = time.monotonic()
         for slot in self.slots:
             if slot.restart_at is not None and now >= slot.restart_at and self.signals_received == 0:
-                slot.restarts += 1
                 self._start(slot)
 
     def _child_exited(self, slot: _Slot) -> None:

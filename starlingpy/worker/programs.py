@@ -259,6 +259,7 @@ def _run(argv: list[str], stdin: bytes, cwd: str, env: dict[str, str], limits: L
         _killpg(proc.pid)
         capture.drain_after_exit()
         _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it; tell Popen
     finally:
         os.close(pidfd)
         for stream in (proc.stdin, proc.stdout, proc.stderr):
@@ -267,7 +268,6 @@ def _run(argv: list[str], stdin: bytes, cwd: str, env: dict[str, str], limits: L
         if proc.returncode is None and _is_alive(proc.pid):
             _killpg(proc.pid)
             proc.wait()
-    proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it; tell Popen
     wall = time.monotonic() - started
     cpu = usage.ru_utime + usage.ru_stime
     exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None

@@ -56,6 +56,17 @@ class BadMessage(ValueError):
     """An item that is not a task message this code understands."""
 
 
+def _parsed(data: bytes | str | dict, not_json: str) -> Any:
+    """``data`` parsed from JSON text or bytes (a dict is already parsed);
+    :class:`BadMessage` starting with ``not_json`` when it is not JSON."""
+    if not isinstance(data, (bytes, bytearray, str)):
+        return data
+    try:
+        return json.loads(data)
+    except ValueError as exc:  # UnicodeDecodeError is one too
+        raise BadMessage(f"{not_json}: {exc}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskMessage:
     """One task invocation on the wire."""
@@ -78,11 +89,7 @@ class TaskMessage:
     def decode(cls, data: bytes | str | dict) -> TaskMessage:
         """Parse a message from the item's bytes (or an already decoded
         dict). Raises :class:`BadMessage` with the reason."""
-        if isinstance(data, (bytes, bytearray, str)):
-            try:
-                data = json.loads(data)
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise BadMessage(f"not JSON: {exc}") from None
+        data = _parsed(data, "not JSON")
         if not isinstance(data, dict):
             raise BadMessage(f"not a JSON object: {type(data).__name__}")
         if data.get("v") != MESSAGE_VERSION:
@@ -123,11 +130,7 @@ class FailureRecord:
 
     @classmethod
     def decode(cls, data: bytes | str | dict) -> FailureRecord:
-        if isinstance(data, (bytes, bytearray, str)):
-            try:
-                data = json.loads(data)
-            except ValueError as exc:
-                raise BadMessage(f"not a failure record: {exc}") from None
+        data = _parsed(data, "not a failure record")
         if not isinstance(data, dict) or data.get("kind") != "failure":
             raise BadMessage("not a failure record")
         message = TaskMessage.decode(data["message"]) if data.get("message") else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from starlingpy.client import Client
+from tests.stubs.plain_memcache_queue import PlainMemcacheQueue
 from tests.support import ServerProcess
 
 
@@ -26,6 +27,13 @@ def client(server):
 
 @pytest.fixture
 def plain_server():
-    from tests.stubs.plain_memcache_queue import PlainMemcacheQueue
     with PlainMemcacheQueue() as stub:
         yield stub
+
+
+@pytest.fixture
+def plain_client(plain_server):
+    """A client on the plain-memcache stub: no reliable reads, so polling."""
+    c = Client([plain_server.address])
+    yield c
+    c.close()

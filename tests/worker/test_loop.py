@@ -55,13 +55,7 @@ def test_burst_handles_everything_in_strict_priority(client):
 @pytest.fixture(params=["starlingpy", "plain-memcache"])
 def any_client(request):
     """A client on the real server, or on the plain-memcache stub (polling fallback)."""
-    if request.param == "starlingpy":
-        yield request.getfixturevalue("client")
-        return
-    stub = request.getfixturevalue("plain_server")
-    c = Client([stub.address])
-    yield c
-    c.close()
+    return request.getfixturevalue("client" if request.param == "starlingpy" else "plain_client")
 
 
 def test_a_pushes_item_waits_while_pulls_keeps_getting_work(any_client):
@@ -190,36 +184,28 @@ def test_cold_stop_aborts_the_message_back_to_the_queue(client):
     assert msg is not None and msg.value["args"] == [1] and msg.value["attempt"] == 1
 
 
-def test_polling_fallback_keeps_strict_priority(plain_server):
-    stub_client = Client([plain_server.address])
-    try:
-        tasks, seen = make_tasks(stub_client)
-        for n in range(3):
-            tasks.get("push").push(n)
-        for n in range(3):
-            tasks.get("pull").push(n)
-        worker = Worker(tasks, queues=["pulls", "pushes"], client=stub_client)
-        assert worker.work(burst=True) == 6
-        assert worker.reliable is False  # the stub has no /open: fell back, loudly
-        assert seen == [("pulls", n) for n in range(3)] + [("pushes", n) for n in range(3)]
-    finally:
-        stub_client.close()
+def test_polling_fallback_keeps_strict_priority(plain_client):
+    tasks, seen = make_tasks(plain_client)
+    for n in range(3):
+        tasks.get("push").push(n)
+    for n in range(3):
+        tasks.get("pull").push(n)
+    worker = Worker(tasks, queues=["pulls", "pushes"], client=plain_client)
+    assert worker.work(burst=True) == 6
+    assert worker.reliable is False  # the stub has no /open: fell back, loudly
+    assert seen == [("pulls", n) for n in range(3)] + [("pushes", n) for n in range(3)]
 
 
-def test_polling_fallback_waits_for_work(plain_server):
-    stub_client = Client([plain_server.address])
-    try:
-        tasks, seen = make_tasks(stub_client)
-        worker = Worker(tasks, queues=["pulls", "pushes"], client=stub_client, wait_timeout=2)
-        result = []
-        thread = threading.Thread(target=lambda: result.append(worker.work(max_messages=1)))
-        thread.start()
-        wait_until(lambda: plain_server.get_count >= 4, message="the worker to poll")
-        tasks.get("push").push(5)
-        thread.join(30)
-        assert result == [1] and seen == [("pushes", 5)]
-    finally:
-        stub_client.close()
+def test_polling_fallback_waits_for_work(plain_server, plain_client):
+    tasks, seen = make_tasks(plain_client)
+    worker = Worker(tasks, queues=["pulls", "pushes"], client=plain_client, wait_timeout=2)
+    result = []
+    thread = threading.Thread(target=lambda: result.append(worker.work(max_messages=1)))
+    thread.start()
+    wait_until(lambda: plain_server.get_count >= 4, message="the worker to poll")
+    tasks.get("push").push(5)
+    thread.join(30)
+    assert result == [1] and seen == [("pushes", 5)]
 
 
 # -- database verification through the worker ---------------------------------

@@ -6,24 +6,20 @@ import json
 
 import pytest
 
-from starlingpy.client import Client
 from starlingpy.worker.tasks import BadMessage, FailureRecord, TaskMessage, TaskSet
 
 
 @pytest.fixture
-def make_set(plain_server):
+def make_set(plain_client):
     """A task set pushing to a real (plain memcache) server, and a way to
     read back what arrived on a queue."""
-    client = Client([plain_server.address])
-
     def sent(queue):
         items = []
-        while (msg := client.get_first([queue])) is not None:
+        while (msg := plain_client.get_first([queue])) is not None:
             items.append(json.loads(msg.raw))
         return items
 
-    yield (lambda: (TaskSet("app", client_factory=lambda: client), sent))
-    client.close()
+    return lambda: (TaskSet("app", client_factory=lambda: plain_client), sent)
 
 
 def test_push_sends_a_self_describing_json_message(make_set):
