@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from starlingpy import DEFAULT_PORT
 from starlingpy.queue import QueueLimits
 
-DEFAULT_PORT = 22122
 MIB = 1024 * 1024
 
 

@@ -7,6 +7,7 @@ import argparse
 import sys
 import time
 
+from starlingpy import DEFAULT_ADDRESS
 from starlingpy.client.errors import ServerError
 from starlingpy.client.queue_stats import queue_names, read_stats
 
@@ -17,7 +18,7 @@ HEADINGS = ("queue", "items", "bytes", "total", "expired", "open", "waiters", "a
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("stats", help="show a server's queues and counters")
-    p.add_argument("address", nargs="?", default="127.0.0.1:22122", help="host:port")
+    p.add_argument("address", nargs="?", default=DEFAULT_ADDRESS, help="host:port")
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
     p.add_argument("--timeout", type=float, default=5.0, help="socket timeout in seconds")
     p.set_defaults(func=run)

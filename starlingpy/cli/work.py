@@ -26,9 +26,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from starlingpy import DEFAULT_ADDRESS
+
 __all__ = ["register", "run", "load_taskset", "server_addresses", "DEFAULT_SERVER"]
 
-DEFAULT_SERVER = "127.0.0.1:22122"
+DEFAULT_SERVER = DEFAULT_ADDRESS
 
 
 def server_addresses(values: list[str]) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from starlingpy import DEFAULT_ADDRESS
+
 from .connection import ConnectionFailed
 from .errors import ClientError, NotStored, ServerUnavailable, UnsupportedFeature
 from .keys import check_queue_name, queue_list
@@ -45,7 +47,7 @@ class Client:
     :class:`UnsupportedFeature`.
     """
 
-    def __init__(self, servers: str | Sequence[str] = ("127.0.0.1:22122",),
+    def __init__(self, servers: str | Sequence[str] = (DEFAULT_ADDRESS,),
                  serializer: Serializer | None = None, connect_timeout: float = 2.0,
                  timeout: float = 5.0, set_retries: int = 3, dead_retry: float = 5.0) -> None:
         addresses = [servers] if isinstance(servers, str) else list(servers)
