@@ -13,10 +13,10 @@ from functools import partial
 
 import trio
 
-from starlingpy.collection import QueueCollection, StartupError
 from starlingpy.config import Config, ServerConfig
 from starlingpy.daemon import daemonize
 from starlingpy.journal import SyncPolicy
+from starlingpy.journal.store import JournalStore, StartupError
 from starlingpy.pidfile import PidFileError, claim_pid_file, release_pid_file
 from starlingpy.tcp import ListenError, QueueServer
 
@@ -58,31 +58,32 @@ def start_server(config: Config) -> int:
         return 1
 
     try:
-        sync = SyncPolicy.parse(settings.sync)
+        sync = SyncPolicy.parse(config.store.sync)
     except ValueError:
-        return fail(f"bad sync policy {settings.sync!r}: use always, never or a period in ms")
+        return fail(f"bad sync policy {config.store.sync!r}: use always, never or a period in ms")
     try:
         drop_privileges(settings.user, settings.group)
     except (KeyError, PermissionError) as error:
         return fail(f"cannot switch to user {settings.user!r} / group {settings.group!r}: {error}")
     try:
-        collection = QueueCollection.open(
-            settings.queue_path, sync=sync, default_limits=config.default_limits,
-            limits_by_name=config.limits_by_name, max_journal_size=settings.max_journal_size)
+        store = JournalStore.open(
+            config.store.queue_path, sync=sync, default_limits=config.default_limits,
+            limits_by_name=config.limits_by_name, max_journal_size=config.store.max_journal_size)
     except StartupError as error:
         return fail(str(error))
     try:
         if settings.pid:
             claim_pid_file(settings.pid)
         server = QueueServer(
-            collection, max_connections=settings.max_connections, max_line=settings.max_line,
+            store, max_connections=settings.max_connections, max_line=settings.max_line,
             max_item_size=settings.max_item_size, idle_timeout=settings.timeout,
-            sync_always=sync.mode == "always", enable_shutdown=settings.enable_shutdown,
+            enable_shutdown=settings.enable_shutdown,
             flush_all_empties=settings.flush_all_empties)
 
         def announce(address: tuple) -> None:
             line = f"listening on {settings.host}:{address[1]}\n"
-            log.info("%s (queues in %s, sync %s)", line.strip(), settings.queue_path, settings.sync)
+            log.info("%s (%s store in %s, sync %s)", line.strip(), config.store.kind,
+                     config.store.queue_path, config.store.sync)
             sys.stdout.write(line)
             sys.stdout.flush()
             if notify:
@@ -93,7 +94,7 @@ def start_server(config: Config) -> int:
     except (PidFileError, ListenError) as error:
         return fail(str(error))
     finally:
-        collection.close()
+        store.close()
         if settings.pid:
             release_pid_file(settings.pid)
     return 0

@@ -4,19 +4,25 @@ the supervisor.
 A config file is TOML (ours) or YAML with a ``starling:`` section (Ruby
 Starling's own).  Ours::
 
-    [server]
+    [server]                      # the process: network, limits, logging
     host = "127.0.0.1"
     port = 22122
-    queue_path = "var/spool"      # relative paths resolve against this file's folder
-    sync = "1000"                 # "always" | "never" | period in ms
     max_item_size = 16777216
     max_connections = 4096
     timeout = 0                   # idle disconnect in seconds, 0 = never
     enable_shutdown = false
     flush_all_empties = false
-    max_journal_size = 16777216
-    log = "var/log/server.log"
+    log = "var/log/server.log"     # relative paths resolve against this file's folder
     pid = "var/run/server.pid"
+
+    [store]                       # where the queues are kept
+    kind = "journal"              # the only kind so far: journal files in queue_path
+    queue_path = "var/spool"
+    sync = "1000"                 # "always" | "never" | period in ms
+    max_journal_size = 16777216
+
+(``queue_path``, ``sync`` and ``max_journal_size`` are still accepted in
+``[server]``, where older files have them.)
 
     [queues.default]              # limits for every queue ...
     max_items = 1000000
@@ -39,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from starlingpy import DEFAULT_PORT
+from starlingpy.journal.sync import SyncPolicy
 from starlingpy.queue import QueueLimits
 
 MIB = 1024 * 1024
@@ -52,15 +59,12 @@ class ConfigError(Exception):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    queue_path: Path = Path("var/spool")
-    sync: str = "1000"
     max_item_size: int = 16 * MIB
     max_connections: int = 4096
     max_line: int = 2048
     timeout: float = 0.0
     enable_shutdown: bool = False
     flush_all_empties: bool = False
-    max_journal_size: int = 16 * MIB
     log: Path | None = None
     pid: Path | None = None
     user: str | None = None
@@ -69,9 +73,22 @@ class ServerConfig:
     verbose: int = 0
 
 
+STORE_KINDS = ("journal",)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the queues are kept: the store's own settings, apart from the process's."""
+    kind: str = "journal"
+    queue_path: Path = Path("var/spool")
+    sync: str = "1000"
+    max_journal_size: int = 16 * MIB
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     default_limits: QueueLimits = field(default_factory=QueueLimits)
     limits_by_name: Mapping[bytes, QueueLimits] = field(default_factory=dict)
     path: Path | None = None
@@ -83,13 +100,17 @@ class Config:
 
 
 # Types we accept per key; paths are resolved against the file's folder.
+_STORE_KEYS: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "queue_path": (str,), "sync": (str, int), "max_journal_size": (int,),
+}
 _SERVER_KEYS: dict[str, tuple[type, ...]] = {
-    "host": (str,), "port": (int,), "queue_path": (str,), "sync": (str, int),
+    "host": (str,), "port": (int,),
     "max_item_size": (int,), "max_connections": (int,), "max_line": (int,),
     "timeout": (int, float), "enable_shutdown": (bool,), "flush_all_empties": (bool,),
-    "max_journal_size": (int,), "log": (str,), "pid": (str,), "user": (str,),
+    "log": (str,), "pid": (str,), "user": (str,),
     "group": (str,), "daemonize": (bool,), "verbose": (int,),
 }
+_STORE_KEYS_IN_SERVER = {"queue_path", "sync", "max_journal_size"}  # where older files set them
 PATH_KEYS = {"queue_path", "log", "pid"}
 _LIMIT_KEYS: dict[str, tuple[type, ...]] = {
     "max_items": (int,), "max_bytes": (int,), "max_item_size": (int,),
@@ -166,20 +187,41 @@ def _check_type(path, text, key, value, types) -> Any:
     return value
 
 
-def _server_from(table: Mapping[str, Any], path: Path | None, text: str, prefix: str) -> dict:
+def _table_from(table: Mapping[str, Any], keys: Mapping[str, tuple[type, ...]],
+                path: Path | None, text: str, prefix: str) -> dict:
+    if not isinstance(table, Mapping):
+        raise key_error(path, text, prefix.rstrip("."), "expected a table")
     values: dict[str, Any] = {}
     for key, value in table.items():
-        if key not in _SERVER_KEYS:
+        if key not in keys:
             raise key_error(path, text, f"{prefix}{key}", "unknown key")
-        value = _check_type(path, text, f"{prefix}{key}", value, _SERVER_KEYS[key])
+        value = _check_type(path, text, f"{prefix}{key}", value, keys[key])
         if key in PATH_KEYS:
             value = Path(value)
             if path is not None and not value.is_absolute():
                 value = path.parent / value
         if key == "sync":
             value = str(value)
+            try:
+                SyncPolicy.parse(value)
+            except ValueError as error:
+                raise key_error(path, text, f"{prefix}{key}", str(error)) from None
+        if key == "kind" and value not in STORE_KINDS:
+            raise key_error(path, text, f"{prefix}{key}",
+                            f"unknown store {value!r} (known: {', '.join(STORE_KINDS)})")
         values[key] = value
     return values
+
+
+def _server_and_store(server_table: Any, store_table: Any, path: Path | None, text: str,
+                      prefix: str) -> tuple[ServerConfig, StoreConfig]:
+    """The [server] and [store] tables; store keys found in [server] (older
+    files) count for the store unless [store] sets them too."""
+    server_keys = {**_SERVER_KEYS, **{k: _STORE_KEYS[k] for k in _STORE_KEYS_IN_SERVER}}
+    server = _table_from(server_table, server_keys, path, text, prefix)
+    store = {key: server.pop(key) for key in _STORE_KEYS_IN_SERVER if key in server}
+    store.update(_table_from(store_table, _STORE_KEYS, path, text, "store."))
+    return ServerConfig(**server), StoreConfig(**store)
 
 
 def _limits_from(table: Any, path: Path | None, text: str, prefix: str) -> QueueLimits:
@@ -201,14 +243,13 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path or 'config'}: {error}") from None
-    unknown = set(raw) - {"server", "queues", "supervisor", "pool", "pools", "workers", "app"}
+    unknown = set(raw) - {"server", "store", "queues", "supervisor", "pool", "pools", "workers",
+                          "app"}
     if unknown:
         key = sorted(unknown)[0]
         raise key_error(path, text, key, "unknown section")
-    server_table = raw.get("server", {})
-    if not isinstance(server_table, Mapping):
-        raise key_error(path, text, "server", "expected a table")
-    server = ServerConfig(**_server_from(server_table, path, text, "server."))
+    server, store = _server_and_store(raw.get("server", {}), raw.get("store", {}), path, text,
+                                      "server.")
     queues = raw.get("queues", {})
     if not isinstance(queues, Mapping):
         raise key_error(path, text, "queues", "expected a table")
@@ -216,8 +257,8 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     by_name = {name.encode(): dataclasses.replace(default, **_explicit(
                    _limits_from(table, path, text, f"queues.{name}."), table))
                for name, table in queues.items() if name != "default"}
-    return Config(server=server, default_limits=default, limits_by_name=by_name, path=path, raw=raw,
-                  text=text)
+    return Config(server=server, store=store, default_limits=default, limits_by_name=by_name,
+                  path=path, raw=raw, text=text)
 
 
 def _explicit(limits: QueueLimits, table: Mapping[str, Any]) -> dict:
@@ -236,8 +277,8 @@ def _parse_starling_yaml(text: str, path: Path) -> Config:
     if not isinstance(section, Mapping):
         raise ConfigError(f"{path}: a Starling config needs a 'starling:' section")
     table = {_STARLING_YAML_KEYS[k]: v for k, v in section.items() if k in _STARLING_YAML_KEYS}
-    return Config(server=ServerConfig(**_server_from(table, path, text, "starling.")), path=path, raw=raw,
-                  text=text)
+    server, store = _server_and_store(table, {}, path, text, "starling.")
+    return Config(server=server, store=store, path=path, raw=raw, text=text)
 
 
 def load_config(path: str | Path) -> Config:

@@ -1,20 +1,20 @@
-"""One persistent queue: its items, expiry, limits, open (reliable-read)
-items and waiters, with every change recorded in its journal.
+"""Queue rules: what a queue is, apart from how it is kept.
 
-Changes are buffered as journal records (:class:`~starlingpy.journal.codec.RecordBuffer`)
-and written by :meth:`QueueCollection.write_pending
-<starlingpy.collection.QueueCollection.write_pending>` before any reply goes
-out. No method here blocks or formats wire bytes.
+One FIFO queue of items with memcache expiry, per-queue limits, open
+(reliable-read) items held by owners, and the readers waiting by name. No
+trio, no journal format, no file I/O: every change is reported to a
+:class:`ChangeLog`, which a store makes durable (the journal store turns the
+calls into journal records) or ignores (the memory store). Single-threaded;
+no method blocks, none formats wire bytes.
 
 Waiting items, oldest first, are ``_head`` + ``_blocks`` + ``_recent``:
 
 * ``_recent``: items put since the last seal, as ``(data, flags, expiry,
   added)`` tuples (the cheapest thing to append, and to pop when the queue
   is short, which is most of the time);
-* ``_blocks``: compact :class:`~starlingpy.journal.replay.ItemRun` blocks
-  (one joined bytes object and a few array columns, a handful of bytes per
-  item over its data). ``_recent`` is sealed into blocks, at C speed, once
-  it holds ``SEAL_ITEMS`` items; replay recovers items as blocks too;
+* ``_blocks``: compact :class:`~starlingpy.blocks.ItemRun` blocks.
+  ``_recent`` is sealed into blocks, at C speed, once it holds
+  ``SEAL_ITEMS`` items; replay recovers items as blocks too;
 * ``_head``: tuples again, for the items at the very front: a block is
   thawed back into tuples (at C speed, whole) when it reaches the front,
   and items put back by an abort go here.
@@ -25,42 +25,21 @@ So a long queue costs its data plus a few bytes per item, and an item is an
 
 from __future__ import annotations
 
-import logging
-from array import array
-from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
-from itertools import accumulate, chain, islice, repeat
-from operator import le, sub
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-import trio
-
-from .journal.codec import (
-    ABORT,
-    ADD,
-    CLOSE,
-    FLUSH,
-    MAX_FRAME_DATA,
-    OPEN,
-    REMOVE_RECORD,
-    RecordBuffer,
-    encode_file_header,
-    encode_frame,
-    little_endian,
-)
-from .journal.file import BACKGROUND_TEMP_SUFFIX, Failpoint, JournalFile, TempJournal
-from .journal.replay import RUN_BYTES, ItemRun, Recovered
-
-log = logging.getLogger("starlingpy.journal")
+from .blocks import Entry, ItemRun, seal, thaw
 
 MAX_RELATIVE_EXPTIME = 2_592_000  # 30 days: memcache's line between relative and absolute
+MAX_FLAGS = (1 << 32) - 1
 _XID_LIMIT = 1 << 32
-_MAX_FLAGS = (1 << 32) - 1
-_SNAPSHOT_FRAME_ITEMS = 4096
-_SNAPSHOT_ADDED_SPREAD = 1.0  # seconds of enqueue times one snapshot frame may merge
 SEAL_ITEMS = 4096  # recent items kept as tuples before they are sealed into blocks
+
+Owner = Hashable
+"""Who holds an open item: a plain id (a connection number), never an object
+with behaviour, so a store can remember or lease it."""
 
 
 class Item(NamedTuple):
@@ -74,7 +53,6 @@ class Item(NamedTuple):
 # An Item from a ready (data, flags, expiry, added) tuple, without the
 # Python-level __new__ of NamedTuple (a third of its cost).
 _new = tuple.__new__
-Entry = tuple  # (data, flags, expiry, added): a waiting item as the deques hold it
 
 
 @dataclass(frozen=True)
@@ -85,6 +63,9 @@ class QueueLimits:
     max_item_size: int | None = None
     max_age: float | None = None  # seconds; caps every item's expiry
     discard_old: bool = False  # full queue: drop oldest instead of refusing
+
+
+NO_LIMITS = QueueLimits()
 
 
 @dataclass(frozen=True)
@@ -100,22 +81,125 @@ class QueueStatistics:
     waiters: int
 
 
-class PersistentQueue:
-    """A FIFO queue of :class:`Item` backed by a journal.
+def expiry_time(exptime: int, now: float, max_age: float | None = None) -> float:
+    """The absolute expiry of an item put ``now`` with memcache's ``exptime``:
+    0 never (0.0), up to 30 days relative seconds, more an absolute unix time,
+    negative already expired (-1.0); ``max_age`` caps it."""
+    if exptime == 0:
+        expiry = 0.0
+    elif exptime < 0:
+        expiry = -1.0
+    elif exptime <= MAX_RELATIVE_EXPTIME:
+        expiry = now + exptime
+    else:
+        expiry = float(exptime)
+    if max_age is not None and (expiry == 0.0 or expiry > now + max_age):
+        expiry = now + max_age
+    return expiry
 
-    Made by :class:`~starlingpy.collection.QueueCollection`; use its
-    ``get_or_create``. Single-threaded (one trio thread), no locks.
+
+class ChangeLog(Protocol):
+    """Where a queue reports each change, in order, as it happens."""
+
+    def add(self, data: bytes, flags: int, expiry: float, added: float) -> None:
+        """An item was appended."""
+
+    def remove(self) -> None:
+        """The head item was dropped (taken, expired or discarded)."""
+
+    def open(self, xid: int) -> None:
+        """The head item became open transaction ``xid``."""
+
+    def close(self, xid: int) -> None:
+        """Open transaction ``xid`` was confirmed: its item is gone."""
+
+    def abort(self, xid: int) -> None:
+        """Open transaction ``xid``'s item went back to the head."""
+
+    def flush(self) -> None:
+        """Every waiting item was dropped (open items stay)."""
+
+
+class Unlogged:
+    """A ChangeLog that keeps nothing (queues that live in memory only)."""
+
+    def add(self, data: bytes, flags: int, expiry: float, added: float) -> None:
+        pass
+
+    def remove(self) -> None:
+        pass
+
+    def open(self, xid: int) -> None:
+        pass
+
+    close = abort = open
+
+    def flush(self) -> None:
+        pass
+
+
+class Waiters:
+    """Readers parked on queue names, whether or not a queue of that name
+    exists: waiting never creates a queue. A reader is any object with
+    ``set()`` and ``is_set()`` (a ``trio.Event``); it is parked on each name
+    it waits for, and a put wakes the longest-parked one not woken already.
+
+    A queue holds its name's slot (the same dict object), so a reader parked
+    before the queue was made, or while an earlier queue of that name was
+    deleted, hears the puts of the queue made since."""
+
+    def __init__(self) -> None:
+        self._slots: dict[bytes, dict] = {}
+
+    def slot(self, name: bytes) -> dict:
+        """The (insertion-ordered) readers parked on ``name``, made if missing."""
+        slot = self._slots.get(name)
+        if slot is None:
+            slot = self._slots[name] = {}
+        return slot
+
+    def count(self, name: bytes) -> int:
+        slot = self._slots.get(name)
+        return len(slot) if slot else 0
+
+    def parked(self) -> Iterator[tuple[bytes, int]]:
+        """``(name, readers)`` for every name with readers parked on it."""
+        return ((name, len(slot)) for name, slot in self._slots.items() if slot)
+
+    def forget_if_idle(self, name: bytes) -> None:
+        """Drop an empty slot that no queue holds (``name`` has no queue)."""
+        slot = self._slots.get(name)
+        if slot is not None and not slot:
+            del self._slots[name]
+
+
+def wake_one(slot: dict) -> None:
+    """Wake the longest-parked reader of ``slot`` not woken already."""
+    for reader in slot:
+        if not reader.is_set():
+            reader.set()
+            return
+
+
+def wake_all(slot: dict) -> None:
+    for reader in slot:
+        reader.set()
+
+
+class Queue:
+    """A FIFO queue of :class:`Item`, its limits and its open items.
+
+    ``log`` hears every change; ``waiters`` is the slot of the readers parked
+    on this queue's name (see :class:`Waiters`).
     """
 
-    def __init__(self, name: bytes, journal: JournalFile, limits: QueueLimits,
-                 clock: Callable[[], float], on_dirty: Callable[[PersistentQueue], None],
-                 max_journal_size: int) -> None:
+    def __init__(self, name: bytes, limits: QueueLimits, clock: Callable[[], float],
+                 log: ChangeLog, waiters: dict) -> None:
         self.name = name
         self.limits = limits
-        self._journal = journal
+        self.log = log
+        self.waiters = waiters
         self._clock = clock
-        self._on_dirty = on_dirty
-        self._max_journal_size = max_journal_size
         self._head: deque[Entry] = deque()
         self._blocks: deque[ItemRun] = deque()
         self._recent: deque[Entry] = deque()
@@ -124,69 +208,58 @@ class PersistentQueue:
         self._total = 0
         self._expired = 0
         self._age = 0.0
-        self._open: dict[object, tuple[int, Item]] = {}
+        self._open: dict[Owner, tuple[int, Item]] = {}
         self._next_xid = 1
-        # Parked readers (an insertion-ordered dict used as a set: the
-        # longest parked is woken first). Shared with the collection.
-        self._waiters: dict[trio.Event, None] = {}
-        self._pending = RecordBuffer()
-        self._dirty = False
-        self._frames = 0  # frames in the journal file: many small ones make replay slow
-        self._deleted = False
-        self._written_since_rewrite = 0  # bytes appended since the journal was last rewritten
-        self._rewriting = False
-        self._carry: list[bytes] | None = None  # frames to carry over to a rewrite in flight
         self._has_caps = limits.max_items is not None or limits.max_bytes is not None
 
-    def _restore(self, state: Recovered) -> None:
-        """Take on what a replay of this (new, empty) queue's journal
-        produced. Transactions that were open when the journal ended are
-        back at the head (and journaled so)."""
-        for entry in state.entries:
+    def __len__(self) -> int:
+        """Items waiting (open items not included)."""
+        return self._count
+
+    # -- loading -----------------------------------------------------------
+
+    def restore(self, entries: list, items: int, size: int, next_xid: int) -> None:
+        """Take on the waiting items recovered for this new, empty queue
+        (``entries``: item tuples and :class:`ItemRun` blocks, in order)."""
+        for entry in entries:
             if entry.__class__ is ItemRun:
                 self._blocks.append(entry)
-            elif self._blocks:  # (replay puts single items first; stay in order anyway)
-                self._blocks += _seal([entry])
+            elif self._blocks:  # (recovery puts single items first; stay in order anyway)
+                self._blocks += seal([entry])
             else:
                 self._head.append(entry)
-        self._count = state.items
-        self._bytes = state.bytes
-        self._next_xid = state.next_xid % _XID_LIMIT or 1
-        self._frames = state.frames
-        self._written_since_rewrite = self._journal.size
-        for xid in reversed(state.reopened):
-            self._pending.op(ABORT, xid)
-        if state.reopened:
-            self._dirtied()
+        self._count = items
+        self._bytes = size
+        self._next_xid = next_xid % _XID_LIMIT or 1
+
+    def append_loaded(self, data: bytes, flags: int, expiry: float, added: float) -> None:
+        """Append an item that is already durable (an import): not logged."""
+        self._recent.append((data, flags, expiry, added))
+        self._count += 1
+        self._bytes += len(data)
+        if len(self._recent) >= SEAL_ITEMS:
+            self._seal_recent()
 
     # -- adding ------------------------------------------------------------
 
     def put(self, data: bytes, flags: int, exptime: int) -> bool:
-        """Enqueue ``data``. ``exptime`` as memcache has it: 0 never expires,
-        up to 30 days is relative seconds, more is an absolute unix time, a
-        negative one is already expired (counted, not kept, still True).
+        """Enqueue ``data``. ``exptime`` as memcache has it (see
+        :func:`expiry_time`); an already expired item is counted, not kept,
+        and still True.
 
         False when the item is larger than ``max_item_size``, or the queue is
         full and not ``discard_old`` (the caller answers ``NOT_STORED``).
         ``ValueError`` if ``flags`` does not fit in 32 bits.
         """
-        if not 0 <= flags <= _MAX_FLAGS:
+        if not 0 <= flags <= MAX_FLAGS:
             raise ValueError(f"flags must fit in 32 bits, not {flags}")
         limits = self.limits
         size = len(data)
         if limits.max_item_size is not None and size > limits.max_item_size:
             return False
         now = self._clock()
-        if exptime == 0:
-            expiry = 0.0
-        elif exptime < 0:
-            expiry = -1.0
-        elif exptime <= MAX_RELATIVE_EXPTIME:
-            expiry = now + exptime
-        else:
-            expiry = float(exptime)
-        if limits.max_age is not None and (expiry == 0.0 or expiry > now + limits.max_age):
-            expiry = now + limits.max_age
+        expiry = 0.0 if exptime == 0 and limits.max_age is None else expiry_time(
+            exptime, now, limits.max_age)
         if expiry and expiry <= now:
             self._total += 1
             self._expired += 1
@@ -198,17 +271,11 @@ class PersistentQueue:
         self._count += 1
         self._bytes += size
         self._total += 1
-        pending = self._pending  # RecordBuffer.add, inlined: this is the hot path
-        if pending.added is None:
-            pending.added = now
-        pending.records.append((ADD, flags, data, expiry))
-        if not self._dirty:
-            self._dirty = True
-            self._on_dirty(self)
+        self.log.add(data, flags, expiry, now)
         if len(recent) >= SEAL_ITEMS:
             self._seal_recent()
-        if self._waiters:
-            self._wake()
+        if self.waiters:
+            wake_one(self.waiters)
         return True
 
     def _make_room(self, size: int) -> bool:
@@ -220,21 +287,13 @@ class PersistentQueue:
             if not limits.discard_old or not self._count:
                 return False
             self._pop_entry()
-            self._pending.records.append(REMOVE_RECORD)
+            self.log.remove()
         return True
 
     def _seal_recent(self) -> None:
         """Turn the recent items into compact blocks (order unchanged)."""
-        self._blocks += _seal(self._recent)
+        self._blocks += seal(self._recent)
         self._recent.clear()
-
-    def _append_loaded(self, data: bytes, flags: int, expiry: float, added: float) -> None:
-        """Append an item whose journal record is already written (an import)."""
-        self._recent.append((data, flags, expiry, added))
-        self._count += 1
-        self._bytes += len(data)
-        if len(self._recent) >= SEAL_ITEMS:
-            self._seal_recent()
 
     # -- taking ------------------------------------------------------------
 
@@ -256,12 +315,7 @@ class PersistentQueue:
             self._count -= 1
             self._bytes -= len(entry[0])
             self._age = now - entry[3]
-        self._pending.records.append(REMOVE_RECORD)
-        if not self._dirty:
-            self._dirty = True
-            self._on_dirty(self)
-        if not self._count:
-            self._cut_if_empty()
+        self.log.remove()
         return _new(Item, entry)
 
     def peek_nowait(self) -> Item | None:
@@ -274,11 +328,10 @@ class PersistentQueue:
                 return _new(Item, entry)
             self._pop_entry()
             self._expired += 1
-            self._pending.records.append(REMOVE_RECORD)
-            self._after_removal()
+            self.log.remove()
         return None
 
-    def open_nowait(self, owner: object) -> Item | None:
+    def open_nowait(self, owner: Owner) -> Item | None:
         """Reliable read: remove the head item and keep it aside as
         ``owner``'s open item until :meth:`close_open` or :meth:`abort_open`.
         One open item per owner (``ValueError`` for a second)."""
@@ -291,24 +344,22 @@ class PersistentQueue:
         xid = self._next_xid
         self._next_xid = (xid + 1) % _XID_LIMIT or 1
         self._open[owner] = (xid, item)
-        self._pending.op(OPEN, xid)
-        self._dirtied()
+        self.log.open(xid)
         return item
 
-    def has_open(self, owner: object) -> bool:
+    def has_open(self, owner: Owner) -> bool:
         """Whether ``owner`` holds an open item here."""
         return owner in self._open
 
-    def close_open(self, owner: object) -> bool:
+    def close_open(self, owner: Owner) -> bool:
         """Confirm ``owner``'s open item: it is gone for good. False if none."""
         entry = self._open.pop(owner, None)
         if entry is None:
             return False
-        self._pending.op(CLOSE, entry[0])
-        self._after_removal()
+        self.log.close(entry[0])
         return True
 
-    def abort_open(self, owner: object) -> bool:
+    def abort_open(self, owner: Owner) -> bool:
         """Put ``owner``'s open item back at the head. False if none."""
         entry = self._open.pop(owner, None)
         if entry is None:
@@ -317,41 +368,62 @@ class PersistentQueue:
         self._head.appendleft(item)
         self._count += 1
         self._bytes += len(item.data)
-        self._pending.op(ABORT, xid)
-        self._dirtied()
-        if self._waiters:
-            self._wake()
+        self.log.abort(xid)
+        if self.waiters:
+            wake_one(self.waiters)
         return True
 
-    def release_owner(self, owner: object) -> None:
-        """The owner (a connection) is gone: its open item goes back."""
-        self.abort_open(owner)
-
     def flush(self) -> None:
-        """Drop every waiting item (open items stay open)."""
+        """Drop every waiting item (open items stay)."""
         if not self._count:
             return
         self._drop_waiting()
-        self._pending.op(FLUSH)
-        self._after_removal()
+        self.log.flush()
 
-    def statistics(self) -> QueueStatistics:
-        """The queue's counters now."""
+    def drop_all(self) -> None:
+        """Forget every item, waiting and open, without logging (the queue is
+        being deleted; its readers are woken to find nothing)."""
+        self._drop_waiting()
+        self._open.clear()
+        wake_all(self.waiters)
+
+    # -- looking -----------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """No item waiting and none open: the queue needs nothing of its past."""
+        return not self._count and not self._open
+
+    def live_size(self) -> tuple[int, int]:
+        """``(items, data bytes)`` the queue holds, open items included."""
+        return (self._count + len(self._open),
+                self._bytes + sum(len(item.data) for _, item in self._open.values()))
+
+    def snapshot(self) -> tuple[list[tuple[int, Item]], list]:
+        """The queue's contents in a form later changes cannot touch (blocks
+        are never changed, only dropped): the open items as ``(xid, item)``
+        in the order they were handed out, and the waiting entries (item
+        tuples and :class:`ItemRun` blocks) in queue order."""
+        opened = sorted(self._open.values(), key=lambda entry: entry[0])
+        return opened, [*self._head, *self._blocks, *self._recent]
+
+    def statistics(self, logsize: int = 0) -> QueueStatistics:
+        """The queue's counters now; ``logsize`` is what its store keeps on disk."""
         return QueueStatistics(
-            items=self._count, total_items=self._total, logsize=self._journal.size,
+            items=self._count, total_items=self._total, logsize=logsize,
             expired_items=self._expired, age_ms=int(self._age * 1000), bytes=self._bytes,
-            open_transactions=len(self._open), waiters=len(self._waiters))
+            open_transactions=len(self._open), waiters=len(self.waiters))
 
     # -- internals ---------------------------------------------------------
 
     def _thaw(self) -> deque[Entry]:
         """Move the first block into ``_head`` as tuples; return ``_head``."""
         head = self._head
-        head += _thaw(self._blocks.popleft())
+        head += thaw(self._blocks.popleft())
         return head
 
     def _pop_entry(self) -> Entry:
-        """Remove the head item (no journal record, no expiry check)."""
+        """Remove the head item (not logged, no expiry check)."""
         source = self._head or (self._thaw() if self._blocks else self._recent)
         entry = source.popleft()
         self._count -= 1
@@ -359,19 +431,16 @@ class PersistentQueue:
         return entry
 
     def _pop_live(self) -> Entry | None:
-        """Remove the first unexpired item, journaling the expired ones dropped."""
-        if not self._count:
-            return None
+        """Remove the first unexpired item, logging the expired ones dropped."""
         now = self._clock()
         while self._count:
             entry = self._pop_entry()
             if entry[2] and entry[2] <= now:
                 self._expired += 1
-                self._pending.records.append(REMOVE_RECORD)
+                self.log.remove()
                 continue
             self._age = now - entry[3]
             return entry
-        self._after_removal()
         return None
 
     def _drop_waiting(self) -> None:
@@ -380,239 +449,3 @@ class PersistentQueue:
         self._recent.clear()
         self._count = 0
         self._bytes = 0
-
-    def _after_removal(self) -> None:
-        self._dirtied()
-        if not self._count:
-            self._cut_if_empty()
-
-    def _cut_if_empty(self) -> None:
-        # An empty queue needs none of its journal: cut it back to the header.
-        if (not self._count and not self._open and self._journal.size > self._max_journal_size
-                and not self._deleted and not self._rewriting):
-            self._pending.clear()
-            self._journal.truncate()
-            self._rewritten(0)
-
-    def _dirtied(self) -> None:
-        if not self._dirty:
-            self._dirty = True
-            self._on_dirty(self)
-
-    def _wake(self) -> None:
-        """Wake one parked reader not woken already: one per item put. A
-        reader that then takes nothing here passes the wake on (see
-        :meth:`QueueCollection.wait_for_put
-        <starlingpy.collection.QueueCollection.wait_for_put>`)."""
-        for event in self._waiters:
-            if not event.is_set():
-                event.set()
-                return
-
-    def _wake_all(self) -> None:
-        for event in self._waiters:
-            event.set()
-
-    # -- used by the collection --------------------------------------------
-
-    def _write_pending(self) -> bool:
-        """Append the buffered records to the journal; True if anything was written."""
-        pending = self._pending
-        if not pending.records or self._deleted:
-            self._dirty = False
-            pending.clear()
-            return False
-        chunks = pending.encode()
-        journal = self._journal
-        before = journal.size
-        journal.append(chunks)  # on OSError: still dirty, retried
-        self._dirty = False
-        pending.clear()
-        self._frames += 1
-        self._written_since_rewrite += journal.size - before
-        if self._carry is not None:  # a background rewrite needs these too
-            self._carry += chunks
-        return True
-
-    def _live_bytes(self) -> int:
-        return self._bytes + sum(len(item.data) for _, item in self._open.values())
-
-    def _wants_rewrite(self, fragmented_frames: float) -> bool:
-        """Most of a large journal is dead, or it is made of so many small
-        frames that replay would crawl (and enough has been written since the
-        last rewrite to pay for this one: at most 2x write amplification)."""
-        if self._rewriting:
-            return False
-        size = self._journal.size
-        items = self._count + len(self._open)
-        live = self._live_bytes() + 17 * items
-        if size > self._max_journal_size and live * 4 < size:
-            return True
-        return (self._frames > fragmented_frames and self._frames * 256 > items
-                and self._written_since_rewrite >= live)
-
-    def _rewrite(self, failpoint: Failpoint | None = None) -> None:
-        """Replace the journal, now, with one holding only the live items
-        (the buffered records are written first)."""
-        self._write_pending()
-        chunks = _encode_state(*self._capture())
-        self._journal.rewrite(encode_file_header(self.name), chunks, failpoint)
-        self._rewritten(len(chunks) // 2)
-
-    async def _rewrite_in_background(self) -> None:
-        """Replace the journal with the live items without stalling the
-        loop: the new file is encoded, written and fsynced in a worker
-        thread; frames appended meanwhile are carried over to it before it
-        is renamed into place."""
-        self._write_pending()
-        state = self._capture()
-        header = encode_file_header(self.name)
-        journal = self._journal
-        self._rewriting = True
-        self._carry = carry = []
-        try:
-            temp, frames = await trio.to_thread.run_sync(_write_temp, journal, header, state)
-        finally:
-            self._carry = None
-            self._rewriting = False
-        if self._deleted or journal.fd is None or journal is not self._journal:
-            temp.discard()
-            return
-        journal.finish_rewrite(temp, carry)
-        self._rewritten(frames + len(carry) // 2)
-
-    def _rewritten(self, frames: int) -> None:
-        self._frames = frames
-        self._written_since_rewrite = 0
-
-    def _capture(self) -> tuple[list, list]:
-        """The state to rebuild, in a form that later changes cannot touch
-        (blocks are never changed, only dropped): open items and waiting
-        entries."""
-        opened = sorted(self._open.values(), key=lambda entry: entry[0])
-        return opened, [*self._head, *self._blocks, *self._recent]
-
-
-def _write_temp(journal: JournalFile, header: bytes, state: tuple) -> tuple[TempJournal, int]:
-    chunks = _encode_state(*state)
-    temp = journal.start_rewrite(header, chunks, suffix=BACKGROUND_TEMP_SUFFIX)
-    return temp, len(chunks) // 2
-
-
-def _encode_state(opened: list, entries: list) -> list[bytes]:
-    """Frames that rebuild a captured state: open items (added, then opened
-    again under their transaction ids), then the waiting items."""
-    chunks: list[bytes] = []
-    if opened:
-        batch = RecordBuffer()
-        for _, item in opened:
-            batch.add(item.data, item.flags, item.expiry, item.added)
-        for xid, _ in opened:
-            batch.op(OPEN, xid)
-        chunks += batch.encode()
-    loose: list[Entry] = []
-    for entry in entries:
-        if entry.__class__ is ItemRun:
-            chunks += _encode_items(loose)
-            loose = []
-            chunks += _encode_run(entry)
-        else:
-            loose.append(entry)
-    chunks += _encode_items(loose)
-    return chunks
-
-
-def _encode_items(items: list[Entry]) -> list[bytes]:
-    """Item tuples as ADD frames of up to ``_SNAPSHOT_FRAME_ITEMS`` items and
-    ``MAX_FRAME_DATA`` bytes (or one larger item), column by column; a frame
-    is split where enqueue times spread too far."""
-    chunks: list[bytes] = []
-    start = 0
-    while start < len(items):
-        data, flags, expiries, added = zip(*items[start:start + _SNAPSHOT_FRAME_ITEMS])
-        cut = len(data)
-        if max(added) - min(added) > _SNAPSHOT_ADDED_SPREAD:
-            cut = next(i for i, t in enumerate(added) if abs(t - added[0]) > _SNAPSHOT_ADDED_SPREAD)
-        lengths = array("I", map(len, data[:cut]))
-        size = sum(lengths)
-        if size > MAX_FRAME_DATA:
-            cut = max(1, bisect_right(list(accumulate(lengths)), MAX_FRAME_DATA))
-            lengths = lengths[:cut]
-            size = sum(lengths)
-        chunks += encode_frame(cut, bytes(cut), little_endian(array("I", flags[:cut])),
-                               little_endian(lengths), little_endian(array("d", expiries[:cut])),
-                               list(data[:cut]), size, added[0])
-        start += cut
-    return chunks
-
-
-def _seal(entries: Iterable[Entry]) -> list[ItemRun]:
-    """Item tuples as blocks of ``RUN_BYTES`` at most (or of one item, if
-    larger), so memory comes back block by block as the queue drains."""
-    data, flags, expiries, added = zip(*entries)
-    lengths = array("I", map(len, data))
-    ends = list(accumulate(lengths))
-    runs: list[ItemRun] = []
-    start = 0
-    while start < len(data):
-        limit = (ends[start - 1] if start else 0) + RUN_BYTES
-        stop = max(start + 1, bisect_right(ends, limit, start))
-        part_flags, part_expiries = flags[start:stop], expiries[start:stop]
-        runs.append(ItemRun(b"".join(data[start:stop]), lengths[start:stop],
-                            array("I", part_flags) if any(part_flags) else None,
-                            array("d", part_expiries) if any(part_expiries) else None,
-                            None, array("d", added[start:stop])))
-        start = stop
-    return runs
-
-
-def _thaw(run: ItemRun) -> Iterator[Entry]:
-    """A block's items as tuples, built at C speed (no Python loop per item)."""
-    offsets = list(accumulate(run.lengths, initial=0))
-    data = map(run.data.__getitem__, map(slice, offsets, offsets[1:]))
-    flags = run.flags if run.flags is not None else repeat(0)
-    expiries = run.expiries if run.expiries is not None else repeat(0.0)
-    starts, times = run.time_steps()
-    if run.starts is not None:  # one time per frame: repeat it for the frame's items
-        counts = map(sub, [*starts[1:], len(run.lengths)], starts)
-        times = chain.from_iterable(map(repeat, times, counts))
-    return zip(data, flags, expiries, times)
-
-
-def _frame_cuts(starts: Sequence[int], steps: Sequence[float]) -> tuple[list[int], list[float]]:
-    """Where a block's items are cut into frames (``starts[k]`` onwards were
-    added at ``steps[k]``): a new frame wherever the enqueue time moves more
-    than ``_SNAPSHOT_ADDED_SPREAD`` from the frame's own. Returns the first
-    item of each frame and its time."""
-    cuts, times = [0], [steps[0]]
-    if all(map(le, steps, islice(steps, 1, None))):  # in order (the usual case): bisect
-        k = 0
-        while (k := bisect_right(steps, steps[k] + _SNAPSHOT_ADDED_SPREAD, k)) < len(steps):
-            cuts.append(starts[k])
-            times.append(steps[k])
-        return cuts, times
-    for k in range(1, len(steps)):  # the clock went back at some point
-        if abs(steps[k] - times[-1]) > _SNAPSHOT_ADDED_SPREAD:
-            cuts.append(starts[k])
-            times.append(steps[k])
-    return cuts, times
-
-
-def _encode_run(run: ItemRun) -> list[bytes]:
-    """A block as frames, without a Python object per item: one frame per
-    stretch of items whose enqueue times are close."""
-    count = len(run.lengths)
-    cuts, times = _frame_cuts(*run.time_steps())
-    cuts.append(count)
-    flags = run.flags if run.flags is not None else array("I", bytes(4 * count))
-    expiries = run.expiries if run.expiries is not None else array("d", bytes(8 * count))
-    chunks: list[bytes] = []
-    at = 0
-    for a, b, added in zip(cuts, cuts[1:], times):
-        lengths = run.lengths[a:b]
-        size = sum(lengths)
-        chunks += encode_frame(b - a, bytes(b - a), little_endian(flags[a:b]),
-                               little_endian(lengths), little_endian(expiries[a:b]),
-                               [run.data[at:at + size]], size, added)
-        at += size
-    return chunks

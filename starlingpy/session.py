@@ -1,32 +1,38 @@
-"""Per-connection logic: Command -> reply bytes, and the open (reliable-read)
-items a connection holds.  No sockets here, so it is tested without the
-network; the TCP shell owns all network I/O.
+"""Per-connection logic: Command -> reply bytes, and the owner id under
+which the store keeps this connection's open (reliable-read) items. No
+sockets here, so it is tested without the network; the TCP shell owns all
+network I/O. It talks to storage only through the
+:class:`~starlingpy.store.Store` interface.
 
-The one asynchronous step is a ``get`` that has to wait (``/t=``):
-``execute`` then returns a ``PendingGet`` and the shell awaits
-``finish_get``.  Everything else answers synchronously, which keeps the hot
-path free of coroutine overhead.
+Most commands answer synchronously, which keeps the hot path free of
+coroutine overhead. A command that has to wait (a ``get`` with ``/t=``, or
+any command whose store call answered with a Pending) returns a
+:class:`~starlingpy.store.Pending`; the shell awaits ``pending.wait()`` for
+the reply.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
 from starlingpy import __version__
-from starlingpy.collection import QueueCollection
 from starlingpy.counters import ServerCounters, stats_pairs
 from starlingpy.protocol import commands as c
 from starlingpy.protocol import replies
+from starlingpy.store import Pending, Store, StoreError
 
 log = logging.getLogger("starlingpy.session")
 
 ERROR_ITEM_OPEN = b"CLIENT_ERROR an item is open on this queue; close or abort it first\r\n"
 SHUTDOWN_DISABLED = b"ERROR: shutdown not enabled\r\n"
+_owner_ids = itertools.count(1)
 
 
 @dataclass
@@ -62,25 +68,20 @@ class ServerControl:
             scope.cancel()
 
 
-@dataclass
-class PendingGet:
-    """A get whose key ``index`` found nothing and may wait until ``deadline``."""
-
-    command: c.Get
-    index: int
-    parts: list[bytes]
-    deadline: float
+async def _then(answer: Pending, reply: Callable) -> bytes:
+    """Await a store's answer, then make the reply from it."""
+    return reply(await answer.wait())
 
 
 class Session:
-    """One connection's state.  ``owner`` identity for open items is the session."""
+    """One connection's state. Its open items are held in the store under
+    ``owner``, a number unique in this process."""
 
-    def __init__(self, collection: QueueCollection, counters: ServerCounters,
-                 control: ServerControl) -> None:
-        self.collection = collection
+    def __init__(self, store: Store, counters: ServerCounters, control: ServerControl) -> None:
+        self.store = store
         self.counters = counters
         self.control = control
-        self.open_queues: set = set()  # queues holding an open item of ours
+        self.owner = next(_owner_ids)
         self.quit = False
         self._handlers = {
             c.Set: self._set, c.Get: self._get, c.Delete: self._delete, c.Flush: self._flush,
@@ -88,78 +89,86 @@ class Session:
             c.Verbosity: self._verbosity, c.Quit: self._quit, c.Shutdown: self._shutdown,
         }
 
-    def execute(self, command: c.Command) -> bytes | PendingGet:
-        """The reply to ``command`` (b"" for none), or a PendingGet to await."""
-        return self._handlers[command.__class__](command)
+    def execute(self, command: c.Command) -> bytes | Pending[bytes]:
+        """The reply to ``command`` (b"" for none), or a Pending of it."""
+        try:
+            return self._handlers[command.__class__](command)
+        except StoreError as error:
+            return error.reply + b"\r\n"
 
-    def release(self) -> None:
+    def release(self) -> Pending[None] | None:
         """The connection is gone: its open items go back to the head."""
-        for queue in self.open_queues:
-            queue.release_owner(self)
-        self.open_queues.clear()
+        return self.store.release(self.owner)
 
     # -- set -------------------------------------------------------------
 
-    def _set(self, command: c.Set) -> bytes:
+    def _set(self, command: c.Set) -> bytes | Pending[bytes]:
         self.counters.cmd_set += 1
-        queue = self.collection.get_or_create(command.queue)
-        stored = queue.put(command.data, command.flags, command.exptime)
-        if command.noreply:
-            return b""
-        return replies.STORED if stored else replies.NOT_STORED
+        stored = self.store.put(command.queue, command.data, command.flags, command.exptime)
+        if stored.__class__ is Pending:
+            return Pending(partial(_then, stored, partial(_set_reply, command.noreply)))
+        return _set_reply(command.noreply, stored)
 
     # -- get -------------------------------------------------------------
 
-    def _get(self, command: c.Get) -> bytes | PendingGet:
+    def _get(self, command: c.Get) -> bytes | Pending[bytes]:
         keys = command.keys
-        if len(keys) == 1 and not self.open_queues and not keys[0].timeout_ms:
+        if len(keys) == 1 and not keys[0].timeout_ms and not self.store.holds_open(self.owner):
             # The common get: one key that will not wait, and no open item of
             # ours that could refuse it; no refusal pass, no join.
-            self.counters.cmd_get += 1
             found = self._try_key(keys[0], command.cas, first_try=True)
-            self._count(found)
-            return found + replies.END if found else replies.END
+            if found.__class__ is not Pending:
+                self.counters.cmd_get += 1
+                self._count(found)
+                return found + replies.END if found else replies.END
+            return Pending(partial(self._finish_get, command, 0, [], found))
         for key in keys:
             error = self._refusal(key)
             if error:
                 return error
         return self._continue_get(command, 0, [])
 
-    def _continue_get(self, command: c.Get, start: int, parts: list[bytes]) -> bytes | PendingGet:
+    def _continue_get(self, command: c.Get, start: int, parts: list[bytes]) -> bytes | Pending:
         keys = command.keys
         for index in range(start, len(keys)):
             key = keys[index]
-            self.counters.cmd_get += 1
             found = self._try_key(key, command.cas, first_try=True)
-            if found is None and key.timeout_ms and not self.control.closing:
-                deadline = trio.current_time() + key.timeout_ms / 1000
-                self.counters.cmd_get -= 1  # counted once, when it resolves
-                return PendingGet(command, index, parts, deadline)
+            if found.__class__ is Pending or (found is None and key.timeout_ms
+                                               and not self.control.closing):
+                return Pending(partial(self._finish_get, command, index, parts, found))
+            self.counters.cmd_get += 1
             self._count(found)
             if found:
                 parts.append(found)
         parts.append(replies.END)
         return b"".join(parts)
 
-    async def finish_get(self, pending: PendingGet) -> bytes:
-        """Wait for the pending key's item (or its deadline), then finish the get."""
-        command, index = pending.command, pending.index
-        key = command.keys[index]
-        queues = [self.collection.get_or_create(name) for name in key.queues]
-        found = None
-        with self.control.interruptible():
-            while found is None and trio.current_time() < pending.deadline:
-                await self.collection.wait_for_put(queues, pending.deadline)
-                found = self._try_key(key, command.cas, first_try=False)
-        self.counters.cmd_get += 1
-        self._count(found)
-        parts = pending.parts
-        if found:
-            parts.append(found)
-        result = self._continue_get(command, index + 1, parts)
-        if isinstance(result, PendingGet):  # a later key waits too
-            return await self.finish_get(result)
-        return result
+    async def _finish_get(self, command: c.Get, index: int, parts: list[bytes],
+                          found: bytes | Pending | None) -> bytes:
+        """Go on with a get from key ``index``, whose first try gave
+        ``found``: await what is pending, wait out ``/t=``, then the rest."""
+        keys, cas = command.keys, command.cas
+        while True:
+            key = keys[index]
+            if found.__class__ is Pending:
+                found = await found.wait()
+            if found is None and key.timeout_ms and not self.control.closing:
+                deadline = trio.current_time() + key.timeout_ms / 1000
+                with self.control.interruptible():
+                    while found is None and trio.current_time() < deadline:
+                        await self.store.wait_for_item(key.queues, deadline)
+                        found = self._try_key(key, cas, first_try=False)
+                        if found.__class__ is Pending:
+                            found = await found.wait()
+            self.counters.cmd_get += 1
+            self._count(found)
+            if found:
+                parts.append(found)
+            index += 1
+            if index == len(keys):
+                parts.append(replies.END)
+                return b"".join(parts)
+            found = self._try_key(keys[index], cas, first_try=True)
 
     def _count(self, found: bytes | None) -> None:
         if found:
@@ -172,70 +181,73 @@ class Session:
         leaves an item taken and unanswered."""
         # abort, peek and close (including /close/open, whose close frees
         # the slot first) are never refused.
-        if key.abort or key.peek or key.close or not self.open_queues:
+        if key.abort or key.peek or key.close:
             return None
-        for name in key.queues:
-            queue = self.collection.get(name)
-            if queue is not None and queue.has_open(self):
-                return ERROR_ITEM_OPEN
+        if self.store.holds_open(self.owner, key.queues):
+            return ERROR_ITEM_OPEN
         return None
 
-    def _try_key(self, key: c.GetKey, cas: bool, first_try: bool) -> bytes | None:
-        """The VALUE block for one key, or None when nothing is there."""
-        collection = self.collection
+    def _try_key(self, key: c.GetKey, cas: bool, first_try: bool) -> bytes | Pending | None:
+        """The VALUE block for one key, None when nothing is there, or a
+        Pending of either."""
         if first_try and (key.abort or key.close):
-            for name in key.queues:
-                queue = collection.get(name)
-                if queue is None:
-                    continue
-                done = queue.abort_open(self) if key.abort else queue.close_open(self)
-                if done:
-                    self.open_queues.discard(queue)
+            store = self.store
+            settled = (store.abort_item(key.queues, self.owner) if key.abort
+                       else store.close_item(key.queues, self.owner))
             if key.abort or not key.open:
+                if settled.__class__ is Pending:
+                    return Pending(partial(_then, settled, _nothing))
                 return None
-        for name in key.queues:
-            queue = collection.get(name)
-            if queue is None:
-                continue
-            if key.peek:
-                item = queue.peek_nowait()
-            elif key.open:
-                item = queue.open_nowait(self)
-                if item is not None:
-                    self.open_queues.add(queue)
-            else:
-                item = queue.take_nowait()
-            if item is not None:
-                return replies.value(key.raw, item.flags, item.data, cas)
-        return None
+            if settled.__class__ is Pending:
+                return Pending(partial(self._take_after, settled, key, cas))
+        item = self._take(key)
+        if item.__class__ is Pending:
+            return Pending(partial(_then, item, partial(_value, key.raw, cas)))
+        return None if item is None else replies.value(key.raw, item.flags, item.data, cas)
+
+    def _take(self, key: c.GetKey):
+        if key.peek:
+            return self.store.peek(key.queues)
+        if key.open:
+            return self.store.open_item(key.queues, self.owner)
+        return self.store.take(key.queues)
+
+    async def _take_after(self, settled: Pending, key: c.GetKey, cas: bool) -> bytes | None:
+        """``/close/open`` on a store that answered the close later."""
+        await settled.wait()
+        item = self._take(key)
+        if item.__class__ is Pending:
+            item = await item.wait()
+        return _value(key.raw, cas, item)
 
     # -- the rest ----------------------------------------------------------
 
-    def _delete(self, command: c.Delete) -> bytes:
-        queue = self.collection.get(command.queue)
-        if queue is not None:
-            self.open_queues.discard(queue)
-        deleted = self.collection.delete(command.queue)
-        if command.noreply:
-            return b""
-        return replies.DELETED if deleted else replies.NOT_FOUND
+    def _delete(self, command: c.Delete) -> bytes | Pending[bytes]:
+        deleted = self.store.delete(command.queue)
+        reply = partial(_delete_reply, command.noreply)
+        if deleted.__class__ is Pending:
+            return Pending(partial(_then, deleted, reply))
+        return reply(deleted)
 
-    def _flush(self, command: c.Flush) -> bytes:
-        queue = self.collection.get(command.queue)
-        if queue is not None:
-            queue.flush()
-        return replies.END
+    def _flush(self, command: c.Flush) -> bytes | Pending[bytes]:
+        return _when_done(self.store.flush(command.queue), replies.END)
 
-    def _flush_all(self, command: c.FlushAll) -> bytes:
+    def _flush_all(self, command: c.FlushAll) -> bytes | Pending[bytes]:
         # Client libraries send flush_all casually; a queue server empties
         # nothing unless its operator said so.
+        reply = b"" if command.noreply else replies.OK
         if self.control.flush_all_empties:
-            self.collection.flush_all()
-        return b"" if command.noreply else replies.OK
+            return _when_done(self.store.flush_all(), reply)
+        return reply
 
-    def _stats(self, command: c.Stats) -> bytes:
-        pairs = stats_pairs(self.counters, self.collection.statistics(), self.control.limit_maxbytes)
-        return replies.stats(pairs)
+    def _stats(self, command: c.Stats) -> bytes | Pending[bytes]:
+        snapshot = self.store.statistics()
+        if snapshot.__class__ is Pending:
+            return Pending(partial(_then, snapshot, self._stats_reply))
+        return self._stats_reply(snapshot)
+
+    def _stats_reply(self, snapshot: dict) -> bytes:
+        return replies.stats(stats_pairs(self.counters, snapshot, self.control.limit_maxbytes))
 
     def _version(self, command: c.Version) -> bytes:
         return replies.version(f"starlingpy {__version__}")
@@ -254,3 +266,30 @@ class Session:
         self.control.request_shutdown()
         self.quit = True
         return replies.OK
+
+
+def _set_reply(noreply: bool, stored: bool) -> bytes:
+    if noreply:
+        return b""
+    return replies.STORED if stored else replies.NOT_STORED
+
+
+def _delete_reply(noreply: bool, deleted: bool) -> bytes:
+    if noreply:
+        return b""
+    return replies.DELETED if deleted else replies.NOT_FOUND
+
+
+def _value(raw: bytes, cas: bool, item) -> bytes | None:
+    return None if item is None else replies.value(raw, item.flags, item.data, cas)
+
+
+def _nothing(_answer) -> None:
+    return None
+
+
+def _when_done(answer, reply: bytes) -> bytes | Pending[bytes]:
+    """``reply`` once the store's ``answer`` (a value or a Pending) is in."""
+    if answer.__class__ is Pending:
+        return Pending(partial(_then, answer, lambda _: reply))
+    return reply

@@ -17,10 +17,12 @@ is closed when the error says so).  Any other exception inside one connection
 is a bug: it is logged with its traceback, answered ``SERVER_ERROR``, and
 ends only that connection.  Connection resets end the connection quietly.
 
-Resource handling: every reply batch is preceded by
-``collection.write_pending()`` (and, under sync ``always``, by
-``wait_durable()``), so a client never reads a reply before its record was
-written.  A connection's open items go back to their queues when it closes.
+Resource handling: every reply batch is preceded by ``store.commit()``
+(and by awaiting what it returns, if anything: under sync ``always`` the
+fsync), so a client never reads a reply before its record was written.
+Any command may answer with a ``Pending``: the replies before it are sent,
+then it is awaited.  A connection's open items go back to their queues when
+it closes.  The shell knows storage only through the ``Store`` interface.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from typing import Any
 
 import trio
 
-from starlingpy.collection import QueueCollection
 from starlingpy.counters import ServerCounters
 from starlingpy.protocol import Parser, ProtocolError
-from starlingpy.session import PendingGet, ServerControl, Session
+from starlingpy.session import ServerControl, Session
+from starlingpy.store import Pending, Store
 
 log = logging.getLogger("starlingpy.server")
 
@@ -56,19 +58,18 @@ class ListenError(Exception):
 
 
 class QueueServer:
-    """Serves one QueueCollection on one listening socket."""
+    """Serves one Store on one listening socket."""
 
-    def __init__(self, collection: QueueCollection, *, max_connections: int = 4096,
+    def __init__(self, store: Store, *, max_connections: int = 4096,
                  max_line: int = 2048, max_item_size: int = 16 * 1024 * 1024,
-                 idle_timeout: float = 0.0, sync_always: bool = False,
+                 idle_timeout: float = 0.0,
                  enable_shutdown: bool = False, flush_all_empties: bool = False) -> None:
-        self.collection = collection
+        self.store = store
         self.counters = ServerCounters()
         self.max_connections = max_connections
         self.max_line = max_line
         self.max_item_size = max_item_size
         self.idle_timeout = idle_timeout
-        self.sync_always = sync_always
         self.control = ServerControl(enable_shutdown=enable_shutdown,
                                      flush_all_empties=flush_all_empties,
                                      limit_maxbytes=max_item_size,
@@ -104,7 +105,7 @@ class QueueServer:
             listener.listen(1024)
             bound = listener.getsockname()[:2]
             async with trio.open_nursery() as background:
-                await background.start(self.collection.run_background)
+                await background.start(self.store.run_background)
                 if handle_signals:
                     background.start_soon(self._watch_signals)
                 async with trio.open_nursery() as connections:
@@ -149,7 +150,7 @@ class QueueServer:
     async def _connection(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = Session(self.collection, self.counters, self.control)
+        session = Session(self.store, self.counters, self.control)
         self._sockets.add(sock)
         try:
             await self._converse(sock, session)
@@ -162,8 +163,7 @@ class QueueServer:
             except OSError:
                 pass
         finally:
-            session.release()
-            self.collection.write_pending()
+            await self._release(session)
             self.counters.curr_connections -= 1
             self._sockets.discard(sock)
             sock.close()
@@ -174,10 +174,9 @@ class QueueServer:
         next_command = parser.next_command
         execute = session.execute
         control = self.control
-        write_pending = self.collection.write_pending
+        commit = self.store.commit
         wait_readable = trio.lowlevel.wait_readable
         idle_timeout = self.idle_timeout
-        sync_always = self.sync_always
         fd = sock.fileno()  # an int spares trio a fileno() call per wait
         out: list[bytes] = []
         out_size = 0
@@ -229,10 +228,10 @@ class QueueServer:
                 if command is None:
                     break
                 reply = execute(command)
-                if reply.__class__ is PendingGet:
+                if reply.__class__ is Pending:
                     await self._send(sock, out)
                     out, out_size = [], 0
-                    reply = await session.finish_get(reply)
+                    reply = await reply.wait()
                 if reply:
                     out.append(reply)
                     out_size += len(reply)
@@ -243,17 +242,16 @@ class QueueServer:
                     out, out_size = [], 0
             if out:
                 # The common case inline (one reply batch, sent whole at
-                # once); _send handles durability waits and partial sends.
-                if sync_always:
-                    await self._send(sock, out)
-                else:
-                    write_pending()
-                    rest = self._send_now(sock, out)
-                    if rest:
-                        await self._send_all(sock, rest)
+                # once); _send handles partial sends.
+                durable = commit()
+                if durable is not None:
+                    await durable.wait()
+                rest = self._send_now(sock, out)
+                if rest:
+                    await self._send_all(sock, rest)
                 out, out_size = [], 0
             else:
-                write_pending()
+                commit()
             if close_after or control.closing:
                 return
 
@@ -269,13 +267,28 @@ class QueueServer:
         return not scope.cancelled_caught
 
     async def _send(self, sock: socket.socket, out: list[bytes]) -> None:
-        """Write journals, wait for durability if configured, then send ``out``."""
-        self.collection.write_pending()
-        if self.sync_always:
-            await self.collection.wait_durable()
+        """Make the changes so far durable enough to reply, then send ``out``."""
+        durable = self.store.commit()
+        if durable is not None:
+            await durable.wait()
+        if not out:
+            return
         rest = self._send_now(sock, out)
         if rest:
             await self._send_all(sock, rest)
+
+    async def _release(self, session: Session) -> None:
+        """The connection ended: its open items go back, and that is written.
+        Nobody waits for a reply, so a store that is slow or failing costs
+        only a log line."""
+        try:
+            with trio.move_on_after(SHUTDOWN_GRACE):
+                released = session.release()
+                if released.__class__ is Pending:
+                    await released.wait()
+                self.store.commit()
+        except Exception:
+            log.exception("could not release a closed connection's open items")
 
     def _send_now(self, sock: socket.socket, out: list[bytes]) -> memoryview | None:
         """Send as much of ``out`` as the socket takes now; the rest, if any."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from starlingpy import __version__
-from starlingpy.config import PATH_KEYS, Config, ConfigError, ServerConfig, load_config
+from starlingpy.config import PATH_KEYS, Config, ConfigError, load_config
 
 
 def register(subparsers) -> None:
@@ -47,12 +47,18 @@ def register(subparsers) -> None:
 def resolve_config(args: argparse.Namespace) -> Config:
     """Defaults, then the config file, then the flags given on the command line."""
     config = load_config(args.config) if args.config else Config()
+    return dataclasses.replace(config, server=_overridden(config.server, args),
+                               store=_overridden(config.store, args))
+
+
+def _overridden(settings, args: argparse.Namespace):
+    """``settings`` (a ServerConfig or StoreConfig) with the flags given."""
     overrides = {}
-    for field in dataclasses.fields(ServerConfig):
+    for field in dataclasses.fields(settings):
         value = getattr(args, field.name, None)
         if value is not None:
             overrides[field.name] = Path(value) if field.name in PATH_KEYS else value
-    return dataclasses.replace(config, server=dataclasses.replace(config.server, **overrides))
+    return dataclasses.replace(settings, **overrides)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -155,35 +155,61 @@ def _removes_frame(count: int) -> list[bytes]:
 _ONE_REMOVE = _removes_frame(1)
 ONE_REMOVE_FRAME = b"".join(_ONE_REMOVE)  # every frame holding one REMOVE is these bytes
 
-REMOVE_RECORD = (REMOVE, 0, b"", 0.0)  # a REMOVE record, ready to append to RecordBuffer.records
+REMOVE_RECORD = (REMOVE, 0, b"", 0.0)
 
 
 class RecordBuffer:
-    """Records waiting to be written; encodes them as frames.
+    """Records waiting to be written: a queue's :class:`~starlingpy.queue.ChangeLog`
+    as journal records, encoded as frames when the store writes them.
 
     Each record is buffered as one tuple ``(op, arg, data, expiry)`` (a
     single C-level append); :meth:`encode` turns them into columns with
-    ``zip`` at C speed, or takes the one-record short path. The queue calls
-    ``add``/``op``, or on its hot paths appends to ``records`` itself (an
-    ADD tuple after setting ``added`` as ``add`` does, or
-    :data:`REMOVE_RECORD`); the collection encodes at ``write_pending``.
+    ``zip`` at C speed, or takes the one-record short path. ``on_first`` is
+    called when the buffer goes from empty to not empty (the store lists the
+    journals it must write).
     """
 
-    __slots__ = ("added", "records")
+    __slots__ = ("added", "on_first", "records")
 
-    def __init__(self) -> None:
+    def __init__(self, on_first=None) -> None:
         self.records: list[tuple[int, int, bytes, float]] = []
         self.added: float | None = None  # enqueue time of the first ADD buffered
+        self.on_first = on_first or _nothing
 
     def add(self, data: bytes, flags: int, expiry: float, added: float) -> None:
         """Buffer an ADD record."""
+        records = self.records
+        if not records:
+            self.on_first()
         if self.added is None:
             self.added = added
-        self.records.append((ADD, flags, data, expiry))
+        records.append((ADD, flags, data, expiry))
+
+    def remove(self) -> None:
+        if not self.records:
+            self.on_first()
+        self.records.append(REMOVE_RECORD)
 
     def op(self, code: int, arg: int = 0, note: bytes = b"") -> None:
         """Buffer a record other than ADD."""
+        if not self.records:
+            self.on_first()
         self.records.append((code, arg, note, 0.0))
+
+    def open(self, xid: int) -> None:
+        self.op(OPEN, xid)
+
+    def close(self, xid: int) -> None:
+        self.op(CLOSE, xid)
+
+    def abort(self, xid: int) -> None:
+        self.op(ABORT, xid)
+
+    def flush(self) -> None:
+        self.op(FLUSH)
+
+    def note(self, text: bytes) -> None:
+        self.op(NOTE, 0, text)
 
     def encode(self) -> list[bytes]:
         """Every buffered record as frames (``[header, body, header, body...]``)."""
@@ -211,6 +237,15 @@ class RecordBuffer:
                             little_endian(array("d", expiries)), list(data), data_len,
                             self.added or 0.0)
 
+    def encode_one_frame(self) -> list[bytes]:
+        """Every buffered record as a single frame, however large: written
+        with one ``write``, it is all or nothing after a crash."""
+        ops, args, data, expiries = zip(*self.records)
+        lengths = array("I", map(len, data))
+        return encode_frame(len(ops), bytes(ops), little_endian(array("I", args)),
+                            little_endian(lengths), little_endian(array("d", expiries)),
+                            list(data), sum(lengths), self.added or 0.0)
+
     def _encode_split(self, ops: bytes, args: array, lengths: array, expiries: array,
                       data: tuple) -> list[bytes]:
         chunks: list[bytes] = []
@@ -235,3 +270,7 @@ class RecordBuffer:
         """Forget every buffered record (after they were written, or dropped)."""
         self.records.clear()
         self.added = None
+
+
+def _nothing() -> None:
+    pass

@@ -18,8 +18,8 @@ import timeit
 
 
 def main() -> None:
-    from starlingpy.collection import QueueCollection
     from starlingpy.journal import SyncPolicy
+    from starlingpy.journal.store import JournalStore
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--ops", type=int, default=20_000)
@@ -30,11 +30,11 @@ def main() -> None:
     value = b"v" * args.size
     ops = args.ops
     with tempfile.TemporaryDirectory() as directory:
-        collection = QueueCollection.open(directory, sync=SyncPolicy.parse("never"))
+        collection = JournalStore.open(directory, sync=SyncPolicy.parse("never"))
         queue = collection.get_or_create(b"hot")
         if args.no_write:
-            queue._journal.append = lambda chunks: None
-        put, take, write_pending = queue.put, queue.take_nowait, collection.write_pending
+            collection.journal_of(b"hot").file.append = lambda chunks: None
+        put, take, write_pending = queue.put, queue.take_nowait, collection.commit
 
         def puts() -> None:
             for _ in range(ops):

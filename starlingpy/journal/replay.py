@@ -14,7 +14,8 @@ loops in Python per record where it can avoid it:
   one comparison replaces its checksums. A one-ADD frame costs two array
   appends (where it is, when it was made); consecutive ones form one
   *stretch* whose columns and data are gathered at the end with
-  ``map``/``join`` at C speed. OPEN, CLOSE and ABORT are applied inline.
+  ``map``/``join`` at C speed. Every other record is applied by
+  ``_apply_each``, the one place that gives a record its meaning.
 * Items are not built while scanning. The queue state is kept as numbers:
   items are numbered in the order they were added, the waiting items are
   ``front`` (items put back at the head by ABORT, explicit) followed by the
@@ -31,11 +32,11 @@ import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, compress, repeat
 from operator import add
 
+from ..blocks import RUN_BYTES, RUN_ITEMS, ItemRun
 from .codec import (
     ABORT,
     ADD,
@@ -55,46 +56,9 @@ from .codec import (
     little_endian,
 )
 
-_U32 = struct.Struct("<I")
 _ONE_REMOVE_SIZE = len(ONE_REMOVE_FRAME)
 (_ONE_REMOVE_CRC,) = struct.unpack_from("<I", ONE_REMOVE_FRAME)
-RUN_ITEMS = 4096
-RUN_BYTES = 1 << 20
 _ADD_SELECT = bytes([1]) + bytes(255)  # translate table: ADD -> 1, any other op -> 0
-
-
-class ItemRun:
-    """Items held as columns until they reach the front of their queue,
-    oldest first: recovered from a journal, or sealed by the queue from
-    items put at run time. Never changed once made.
-
-    ``data`` is the items' data back to back; ``lengths``, ``flags`` and
-    ``expiries`` are their columns (``flags``/``expiries`` are ``None`` when
-    all zero). Enqueue times are per frame: item ``i`` was added at
-    ``times[bisect_right(starts, i) - 1]``; or, when ``starts`` is ``None``,
-    per item: ``times[i]``.
-    """
-
-    __slots__ = ("data", "expiries", "flags", "lengths", "starts", "times")
-
-    def __init__(self, data: bytes, lengths: array, flags: array | None,
-                 expiries: array | None, starts: array | None, times: array) -> None:
-        self.data = data
-        self.lengths = lengths
-        self.flags = flags
-        self.expiries = expiries
-        self.starts = starts
-        self.times = times
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def time_steps(self) -> tuple[Sequence[int], Sequence[float]]:
-        """``(starts, times)``: item ``starts[k]`` and those after it up to
-        ``starts[k + 1]`` were added at ``times[k]``."""
-        if self.starts is None:
-            return range(len(self.times)), self.times
-        return self.starts, self.times
 
 
 @dataclass
@@ -173,7 +137,7 @@ class _Scan:
         size = len(buf)
         last_header = size - FRAME_HEADER_SIZE
         pos = self.start
-        front, opened, max_xid = self.front, self.opened, self.max_xid
+        front, max_xid = self.front, self.max_xid
         lo, hi = self.lo, self.hi
         s_body = self.s_body
         s_body_append, s_added_append = s_body.append, self.s_added.append
@@ -202,34 +166,12 @@ class _Scan:
                         hi += 1
                         pos = end
                         continue
-                    if OPEN <= op <= ABORT:  # a reliable read's steps
-                        (xid,) = _U32.unpack_from(buf, body + 1)
-                        if op == OPEN:
-                            max_xid = max(max_xid, xid)
-                            if front:
-                                opened[xid] = front.popleft()
-                            elif lo < hi:
-                                opened[xid] = lo
-                                lo += 1
-                        elif op == CLOSE:
-                            opened.pop(xid, None)
-                        elif (index := opened.pop(xid, None)) is not None:
-                            front.appendleft(index)
-                        frames += 1
-                        pos = end
-                        continue
-                    verified = True  # another op: the general path applies it
+                    verified = True  # another op: the general path applies it (_apply_each)
                 # (damage: the general path checks again, to say which kind)
             if not verified:
-                if crc32(mv[pos + 4:body]) != header_crc:
-                    self._damaged(pos, "frame header checksum mismatch")
-                    break
-                end = body + count * RECORD_FIXED_SIZE + data_len
-                if end > size:
-                    self.damage = Damage("torn", pos, "last frame runs past the end of the file")
-                    break
-                if crc32(mv[body:end]) != body_crc:
-                    self.damage = Damage("corrupt", pos, "frame checksum mismatch")
+                end = check_frame(buf, mv, pos)
+                if end.__class__ is Damage:
+                    self.damage = end
                     break
             ops = buf[body:body + count]
             adds = ops.count(ADD)
@@ -256,7 +198,7 @@ class _Scan:
             frames += 1
             pos = end
         if pos < size and self.damage is None:
-            self._damaged(pos, "frame header cut short at the end of the file")
+            self.damage = _damage_at(mv, pos, "frame header cut short at the end of the file")
         self._close_stretch(hi)
         self.lo, self.hi, self.max_xid = lo, hi, max_xid
         self.frames = frames + len(s_body)
@@ -281,20 +223,11 @@ class _Scan:
             self._row(self.s_rows, 0, hi - count, count, 0.0, 1, 0)
             self.s_rows = len(self.s_body)
 
-    def _damaged(self, pos: int, reason: str) -> None:
-        # Zeros to the end of the file are a tail the filesystem allocated but
-        # the crash never let us write: torn, not corrupt.
-        tail = len(self.buf) - pos
-        zeros = bytes(self.mv[pos:]).count(0) == tail
-        kind = "torn" if tail < FRAME_HEADER_SIZE or zeros else "corrupt"
-        self.damage = Damage(kind, pos, reason)
 
     def _apply_each(self, ops: bytes, body: int, count: int) -> None:
         """Apply a frame record by record (frames with reliable reads, flushes
         or notes: rare, and short)."""
-        args = column("I", self.mv[body + count:body + 5 * count])
-        lengths = column("I", self.mv[body + 5 * count:body + 9 * count])
-        data_at = body + RECORD_FIXED_SIZE * count
+        args, lengths, data_at = record_columns(self.mv, body, count)
         front, opened = self.front, self.opened
         for i, op in enumerate(ops):
             if op == ADD:
@@ -511,6 +444,38 @@ class _RunBuilder:
         self._reset()
 
 
+def check_frame(buf, mv: memoryview, pos: int) -> int | Damage:
+    """The end of the intact frame at ``pos``, or what is wrong with it.
+    Replay's general path and :func:`dump` both judge frames here."""
+    if len(buf) - pos < FRAME_HEADER_SIZE:
+        return _damage_at(mv, pos, "frame header cut short at the end of the file")
+    header_crc, count, data_len, _, body_crc = FRAME_HEADER.unpack_from(buf, pos)
+    body = pos + FRAME_HEADER_SIZE
+    if zlib.crc32(mv[pos + 4:body]) != header_crc:
+        return _damage_at(mv, pos, "frame header checksum mismatch")
+    end = body + count * RECORD_FIXED_SIZE + data_len
+    if end > len(buf):
+        return Damage("torn", pos, "last frame runs past the end of the file")
+    if zlib.crc32(mv[body:end]) != body_crc:
+        return Damage("corrupt", pos, "frame checksum mismatch")
+    return end
+
+
+def _damage_at(mv: memoryview, pos: int, reason: str) -> Damage:
+    # Zeros to the end of the file are a tail the filesystem allocated but
+    # the crash never let us write: torn, not corrupt.
+    tail = len(mv) - pos
+    zeros = bytes(mv[pos:]).count(0) == tail
+    return Damage("torn" if tail < FRAME_HEADER_SIZE or zeros else "corrupt", pos, reason)
+
+
+def record_columns(mv: memoryview, body: int, count: int) -> tuple[array, array, int]:
+    """A frame's ``args`` and ``lengths`` columns, and where its data starts."""
+    args = column("I", mv[body + count:body + 5 * count])
+    lengths = column("I", mv[body + 5 * count:body + 9 * count])
+    return args, lengths, body + RECORD_FIXED_SIZE * count
+
+
 def dump(buf: bytes, start: int) -> str:
     """The records of a journal as one short line, for tests and debugging:
     ``"ADD(b'a') REMOVE OPEN#1 | ..."`` (``|`` between frames). A slow,
@@ -520,24 +485,13 @@ def dump(buf: bytes, start: int) -> str:
     mv = memoryview(buf)
     pos = start
     while pos < len(buf):
-        if len(buf) - pos < FRAME_HEADER_SIZE:
-            frames.append("!torn")
+        end = check_frame(buf, mv, pos)
+        if end.__class__ is Damage:
+            frames.append("!" + end.kind)
             break
-        header_crc, count, data_len, _, body_crc = FRAME_HEADER.unpack_from(buf, pos)
+        count = FRAME_HEADER.unpack_from(buf, pos)[1]
         body = pos + FRAME_HEADER_SIZE
-        end = body + count * RECORD_FIXED_SIZE + data_len
-        if zlib.crc32(mv[pos + 4:body]) != header_crc:
-            frames.append("!corrupt")
-            break
-        if end > len(buf):
-            frames.append("!torn")
-            break
-        if zlib.crc32(mv[body:end]) != body_crc:
-            frames.append("!corrupt")
-            break
-        args = column("I", mv[body + count:body + 5 * count])
-        lengths = column("I", mv[body + 5 * count:body + 9 * count])
-        at = body + RECORD_FIXED_SIZE * count
+        args, lengths, at = record_columns(mv, body, count)
         records = []
         for i, op in enumerate(buf[body:body + count]):
             name = OP_NAMES[op] if op < len(OP_NAMES) else f"OP{op}"

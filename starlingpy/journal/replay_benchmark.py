@@ -1,5 +1,5 @@
 """Measure journal replay: build a journal of N queued items through the
-public API, then time ``QueueCollection.open`` in a fresh process and report
+public API, then time ``JournalStore.open`` in a fresh process and report
 its RSS.
 
     python -m starlingpy.journal.replay_benchmark [--items 1000000] [--batch 32]
@@ -33,10 +33,10 @@ def _rss_mb() -> float:
 
 
 def build(directory: str, items: int, batch: int, size: int, crash: bool, mix: str) -> None:
-    from starlingpy.collection import QueueCollection
     from starlingpy.journal import SyncPolicy
+    from starlingpy.journal.store import JournalStore
 
-    collection = QueueCollection.open(directory, sync=SyncPolicy.parse("never"))
+    collection = JournalStore.open(directory, sync=SyncPolicy.parse("never"))
     queue = collection.get_or_create(b"bench")
     value = b"v" * size
     owner = object()
@@ -45,16 +45,16 @@ def build(directory: str, items: int, batch: int, size: int, crash: bool, mix: s
         count = min(batch, items - first)
         for _ in range(count):
             queue.put(value, 0, 0)
-        collection.write_pending()
+        collection.commit()
         if mix != "puts" and first // batch % 2:
             for _ in range(count):
                 if mix == "takes":
                     queue.take_nowait()
                 else:
                     queue.open_nowait(owner)
-                    collection.write_pending()
+                    collection.commit()
                     queue.close_open(owner)
-                collection.write_pending()
+                collection.commit()
     took = time.perf_counter() - started
     print(f"built {items} items, {batch} per write_pending: {took:.2f} s "
           f"({took / items * 1e6:.2f} us per put+write_pending share)")
@@ -68,11 +68,11 @@ def build(directory: str, items: int, batch: int, size: int, crash: bool, mix: s
 
 def measure(directory: str) -> None:
     rss_before = _rss_mb()
-    from starlingpy.collection import QueueCollection
     from starlingpy.journal import SyncPolicy
+    from starlingpy.journal.store import JournalStore
 
     started, cpu = time.perf_counter(), time.process_time()
-    collection = QueueCollection.open(directory, sync=SyncPolicy.parse("never"))
+    collection = JournalStore.open(directory, sync=SyncPolicy.parse("never"))
     item = collection.get(b"bench").peek_nowait()
     took, cpu = time.perf_counter() - started, time.process_time() - cpu
     stats = collection.statistics()[b"bench"]

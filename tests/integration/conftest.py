@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from starlingpy.collection import QueueCollection
 from starlingpy.journal import SyncPolicy
+from starlingpy.journal.store import JournalStore
 from starlingpy.tcp import QueueServer
 
 
@@ -68,7 +68,7 @@ class RawClient:
 @dataclass
 class RunningServer:
     server: QueueServer
-    collection: QueueCollection
+    collection: JournalStore
     host: str
     port: int
     directory: Path
@@ -79,8 +79,8 @@ class RunningServer:
 
 async def start_server(nursery: trio.Nursery, directory: Path, **options) -> RunningServer:
     sync = options.pop("sync", "never")
-    collection = QueueCollection.open(directory, sync=SyncPolicy.parse(sync))
-    server = QueueServer(collection, sync_always=(sync == "always"), **options)
+    collection = JournalStore.open(directory, sync=SyncPolicy.parse(sync))
+    server = QueueServer(collection, **options)
 
     async def serve_then_close(task_status=trio.TASK_STATUS_IGNORED) -> None:
         try:

@@ -11,8 +11,8 @@ import trio
 from pymemcache import serde
 from pymemcache.client.base import Client as MemcacheClient
 
-from starlingpy.collection import QueueCollection, StartupError
 from starlingpy.journal import SyncPolicy
+from starlingpy.journal.store import JournalStore, StartupError
 from tests.integration.conftest import start_server
 
 
@@ -162,6 +162,8 @@ async def test_shutdown_answers_blocked_waiters_and_puts_open_items_back(nursery
     holder = await running.connect()
     await holder.call(b"set r 0 0 1\r\nx\r\n")
     assert await holder.call(b"get r/open\r\n", b"END\r\n") == b"VALUE r/open 0 1\r\nx\r\nEND\r\n"
+    await holder.call(b"set never 0 0 1\r\ny\r\n")  # made, then emptied: waiters show in stats
+    assert await holder.call(b"get never\r\n", b"END\r\n") == b"VALUE never 0 1\r\ny\r\nEND\r\n"
     waiter = await running.connect()
     await waiter.send(b"get never/t=60000\r\n")
     with trio.fail_after(10):
@@ -175,7 +177,7 @@ async def test_shutdown_answers_blocked_waiters_and_puts_open_items_back(nursery
     with trio.fail_after(10):
         while True:
             try:  # the lock is released once the server has closed its journals
-                reopened = QueueCollection.open(running.directory, sync=SyncPolicy.parse("never"))
+                reopened = JournalStore.open(running.directory, sync=SyncPolicy.parse("never"))
                 break
             except StartupError:
                 await trio.sleep(0.01)

@@ -13,10 +13,22 @@ async def wait_for_stat(client, name: str, expected: str) -> None:
             await trio.sleep(0.005)
 
 
+async def wait_for_waiters(running, name: bytes, expected: int) -> None:
+    with trio.fail_after(10):
+        while running.collection.waiting(name) != expected:
+            await trio.sleep(0.005)
+
+
 async def test_blocking_get_is_woken_by_a_set_from_another_connection(running, client):
     producer = await running.connect()
     await client.send(b"get jobs/t=10000\r\n")
-    await wait_for_stat(producer, "queue_jobs_waiters", "1")
+    await wait_for_waiters(running, b"jobs", 1)
+    # waiting never creates a queue (nor its file)
+    stats = await producer.call(b"stats\r\n", b"END\r\n")
+    assert stat_value(stats, "queue_jobs_waiters") == "1"
+    assert stat_value(stats, "queue_jobs_items") == stat_value(stats, "queue_jobs_logsize") == "0"
+    assert not running.collection.exists(b"jobs")
+    assert sorted(p.name for p in running.directory.iterdir()) == [".starlingpy.lock"]
     assert await producer.call(b"set jobs 0 0 3\r\nnew\r\n") == b"STORED\r\n"
     assert await client.read_until(b"END\r\n", timeout=5) == b"VALUE jobs/t=10000 0 3\r\nnew\r\nEND\r\n"
 
@@ -83,7 +95,8 @@ async def test_priority_alternatives_take_from_the_earliest_listed_queue(client)
 async def test_priority_wait_is_woken_by_any_listed_queue(running, client):
     producer = await running.connect()
     await client.send(b"get pulls|pushes/t=10000/open\r\n")
-    await wait_for_stat(producer, "queue_pushes_waiters", "1")
+    await wait_for_waiters(running, b"pushes", 1)
+    assert running.collection.waiting(b"pulls") == 1
     await producer.call(b"set pushes 0 0 4\r\npush\r\n")
     assert await client.read_until(b"END\r\n") == b"VALUE pulls|pushes/t=10000/open 0 4\r\npush\r\nEND\r\n"
     # the open item belongs to `pushes`; close with the same compound key
@@ -105,7 +118,7 @@ async def test_many_waiters_each_get_one_item(running):
     for c in clients:
         await c.send(b"get w/t=10000\r\n")
     producer = await running.connect()
-    await wait_for_stat(producer, "queue_w_waiters", "10")
+    await wait_for_waiters(running, b"w", 10)
     for i in range(10):
         await producer.call(b"set w 0 0 2\r\n%02d\r\n" % i)
     got = sorted([await c.read_until(b"END\r\n") for c in clients])

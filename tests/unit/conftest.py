@@ -4,9 +4,10 @@ opening a queue directory, and draining a queue."""
 from __future__ import annotations
 
 import pytest
+import trio
 
-from starlingpy.collection import QueueCollection
 from starlingpy.journal import SyncPolicy
+from starlingpy.journal.store import JournalStore
 
 T0 = 1_800_000_000.0
 
@@ -34,7 +35,16 @@ def drain(queue) -> list[bytes]:
     return out
 
 
-def open_c(qdir, **kwargs) -> QueueCollection:
+def open_c(qdir, **kwargs) -> JournalStore:
     """Open the queue directory ``qdir`` (sync ``never`` unless given)."""
     kwargs.setdefault("sync", SyncPolicy.parse("never"))
-    return QueueCollection.open(qdir, **kwargs)
+    return JournalStore.open(qdir, **kwargs)
+
+
+async def durable(store) -> None:
+    """Commit, and wait until that is as durable as the sync policy makes it."""
+    pending = store.commit()
+    if pending is not None:
+        await pending.wait()
+    else:
+        await trio.lowlevel.checkpoint()

@@ -9,11 +9,11 @@ import pytest
 import trio
 import trio.testing
 
-import starlingpy.collection as collection_module
+import starlingpy.journal.store as collection_module
 import starlingpy.journal.sync as sync_module
-from starlingpy.collection import LOCK_NAME, StartupError
 from starlingpy.journal import SyncPolicy
-from tests.unit.conftest import drain, open_c
+from starlingpy.journal.recovery import LOCK_NAME, StartupError
+from tests.unit.conftest import drain, durable, open_c
 
 
 @pytest.fixture
@@ -47,9 +47,9 @@ def test_lock_is_held_against_another_process(qdir):
     import subprocess
     import sys
     c = open_c(qdir)
-    code = ("import sys\nfrom starlingpy.collection import QueueCollection, StartupError\n"
+    code = ("import sys\nfrom starlingpy.journal.store import JournalStore, StartupError\n"
             "from starlingpy.journal import SyncPolicy\n"
-            "try:\n    QueueCollection.open(sys.argv[1], sync=SyncPolicy.parse('never'))\n"
+            "try:\n    JournalStore.open(sys.argv[1], sync=SyncPolicy.parse('never'))\n"
             "except StartupError as e:\n    print(e); sys.exit(3)\n")
     done = subprocess.run([sys.executable, "-c", code, str(qdir)], capture_output=True,
                           text=True, timeout=60, check=False)
@@ -74,7 +74,7 @@ def test_names_get_delete_and_stats(qdir):
     assert c.get_or_create(b"a") is qa
     qa.put(b"1", 0, 0)
     qb.put(b"2", 0, 0)
-    c.write_pending()
+    c.commit()
     assert c.names() == [b"a", b"b/../../x"]
     stats = c.statistics()
     assert stats[b"a"].items == 1 and stats[b"b/../../x"].items == 1
@@ -82,7 +82,7 @@ def test_names_get_delete_and_stats(qdir):
     assert c.delete(b"a") is True and c.delete(b"a") is False
     assert not (qdir / "a.spq").exists() and c.get(b"a") is None
     qa.put(b"ignored", 0, 0)  # a stale handle does no harm
-    c.write_pending()
+    c.commit()
     assert c.get_or_create(b"a").statistics().items == 0
     c.close()
     c = open_c(qdir)
@@ -105,18 +105,18 @@ def test_empty_queue_with_large_journal_is_truncated(qdir):
     q = c.get_or_create(b"t")
     for _ in range(40):
         q.put(b"x" * 100, 0, 0)
-        c.write_pending()
-    big = q.statistics().logsize
+        c.commit()
+    big = c.statistics()[q.name].logsize
     assert big > 2000
     for _ in range(39):
         q.take_nowait()
-        c.write_pending()
-    assert q.statistics().logsize > big  # not empty yet: never truncated
+        c.commit()
+    assert c.statistics()[q.name].logsize > big  # not empty yet: never truncated
     q.take_nowait()
-    c.write_pending()
-    assert q.statistics().logsize == (qdir / "t.spq").stat().st_size < 100
+    c.commit()
+    assert c.statistics()[q.name].logsize == (qdir / "t.spq").stat().st_size < 100
     q.put(b"after", 0, 0)
-    c.write_pending()
+    c.commit()
     c.abandon()
     c = open_c(qdir)
     assert drain(c.get(b"t")) == [b"after"]
@@ -135,12 +135,12 @@ def test_rewrite_crash_at_each_step_leaves_a_whole_journal(qdir, step):
     q = c.get_or_create(b"r")
     for i in range(100):
         q.put(b"%03d" % i, i, 0)
-    c.write_pending()
+    c.commit()
     for _ in range(90):
         q.take_nowait()
     owner = object()
     q.open_nowait(owner)  # 090 is open
-    c.write_pending()
+    c.commit()
     before = (qdir / "r.spq").stat().st_size
 
     def failpoint(name):
@@ -172,7 +172,7 @@ def test_rewrite_keeps_appending_to_the_new_file(qdir):
     c.compact(b"r")
     assert c.compact(b"missing") is False
     q.put(b"new", 0, 0)
-    c.write_pending()
+    c.commit()
     c.abandon()
     c = open_c(qdir)
     assert drain(c.get(b"r")) == [b"45", b"46", b"47", b"48", b"49", b"new"]
@@ -185,7 +185,7 @@ def test_recovered_runs_survive_a_rewrite_and_restart(qdir):
     for i in range(10000):
         q.put(b"%05d" % i, i % 7, 0)
         if i % 100 == 99:
-            c.write_pending()
+            c.commit()
     c.close()
     c = open_c(qdir)
     q = c.get(b"r")
@@ -206,11 +206,11 @@ def test_close_compacts_a_journal_of_many_small_frames(qdir):
     q = c.get_or_create(b"f")
     for i in range(5000):
         q.put(b"%d" % i, 0, 0)
-        c.write_pending()
+        c.commit()
     c.close()
     c = open_c(qdir)
     q = c.get(b"f")
-    assert q._frames < 10
+    assert c.journal_of(b"f").frames < 10
     assert drain(q) == [b"%d" % i for i in range(5000)]
     c.close()
 
@@ -222,7 +222,7 @@ def write_three(qdir):
     q = c.get_or_create(b"d")
     for x in (b"one", b"two", b"three"):
         q.put(x, 0, 0)
-        c.write_pending()
+        c.commit()
     c.close()
     return qdir / "d.spq"
 
@@ -292,13 +292,13 @@ def test_long_hashed_names_come_back_from_the_header(qdir):
 
 # -- async: waiting for puts, group commit, background ------------------------
 
-async def test_wait_for_put_is_woken_by_a_put_on_any_queue(qdir):
+async def test_wait_for_item_is_woken_by_a_put_on_any_queue(qdir):
     c = open_c(qdir)
     a, b = c.get_or_create(b"a"), c.get_or_create(b"b")
     woken = []
 
     async def waiter():
-        await c.wait_for_put([a, b], trio.current_time() + 3600)
+        await c.wait_for_item([a.name, b.name], trio.current_time() + 3600)
         woken.append(trio.current_time())
 
     async with trio.open_nursery() as nursery:
@@ -311,30 +311,30 @@ async def test_wait_for_put_is_woken_by_a_put_on_any_queue(qdir):
     c.close()
 
 
-async def test_wait_for_put_returns_at_once_if_items_are_there(qdir):
+async def test_wait_for_item_returns_at_once_if_items_are_there(qdir):
     c = open_c(qdir)
     q = c.get_or_create(b"a")
     q.put(b"x", 0, 0)
     with trio.fail_after(5):
-        await c.wait_for_put([q], trio.current_time() + 3600)
+        await c.wait_for_item([q.name], trio.current_time() + 3600)
     c.close()
 
 
-async def test_wait_for_put_deadline(qdir, autojump_clock):
+async def test_wait_for_item_deadline(qdir, autojump_clock):
     c = open_c(qdir)
     q = c.get_or_create(b"a")
     start = trio.current_time()
-    await c.wait_for_put([q], start + 5)
+    await c.wait_for_item([q.name], start + 5)
     assert trio.current_time() == pytest.approx(start + 5)
     assert q.statistics().waiters == 0
     c.close()
 
 
-async def test_wait_for_put_is_cancel_safe(qdir):
+async def test_wait_for_item_is_cancel_safe(qdir):
     c = open_c(qdir)
     q = c.get_or_create(b"a")
     with trio.move_on_after(0.01):
-        await c.wait_for_put([q], trio.current_time() + 3600)
+        await c.wait_for_item([q.name], trio.current_time() + 3600)
     assert q.statistics().waiters == 0
     c.close()
 
@@ -350,14 +350,14 @@ async def test_group_commit_shares_fsync_rounds(qdir, monkeypatch):
     monkeypatch.setattr(sync_module, "_fsync_all", counting)
     c = open_c(qdir, sync=SyncPolicy.parse("always"))
     queues = [c.get_or_create(b"q%d" % i) for i in range(4)]
-    await c.wait_durable()
+    await durable(c)
     rounds.clear()
     acknowledged = []
 
     async def client(i):
         queues[i % 4].put(b"%d" % i, 0, 0)
-        c.write_pending()
-        await c.wait_durable()
+        c.commit()
+        await durable(c)
         acknowledged.append(i)
 
     async with trio.open_nursery() as nursery:
@@ -365,7 +365,7 @@ async def test_group_commit_shares_fsync_rounds(qdir, monkeypatch):
             nursery.start_soon(client, i)
     assert sorted(acknowledged) == list(range(20))
     assert 1 <= len(rounds) <= 2 and sum(rounds) <= 8
-    assert c._commit.clean
+    assert c._group.clean
     c.close()
 
 
@@ -378,14 +378,14 @@ async def test_group_commit_gathers_the_writers_the_last_round_released(qdir, mo
     monkeypatch.setattr(sync_module, "_fsync_all", lambda f, d: (rounds.append(1), real(f, d)))
     c = open_c(qdir, sync=SyncPolicy.parse("always"))
     queue = c.get_or_create(b"q")
-    await c.wait_durable()
+    await durable(c)
     rounds.clear()
 
     async def writer(i):
         for n in range(10):
             queue.put(b"%d-%d" % (i, n), 0, 0)
-            c.write_pending()
-            await c.wait_durable()
+            c.commit()
+            await durable(c)
 
     async with trio.open_nursery() as nursery:
         for i in range(8):
@@ -400,9 +400,9 @@ async def test_wait_durable_without_always_does_not_sync(qdir, monkeypatch):
     rounds = []
     monkeypatch.setattr(sync_module, "_fsync_all", lambda f, d: rounds.append(1))
     c.get_or_create(b"a").put(b"x", 0, 0)
-    c.write_pending()
-    await c.wait_durable()
-    assert rounds == [] and not c._commit.clean
+    c.commit()
+    await durable(c)
+    assert rounds == [] and not c._group.clean
     c.close()
 
 
@@ -412,18 +412,18 @@ async def test_background_syncs_periodically_and_compacts(qdir, monkeypatch):
     q = c.get_or_create(b"a")
     for _ in range(100):
         q.put(b"x" * 50, 0, 0)
-        c.write_pending()
+        c.commit()
     for _ in range(95):
         q.take_nowait()
-        c.write_pending()
-    big = q.statistics().logsize
+        c.commit()
+    big = c.statistics()[q.name].logsize
     async with trio.open_nursery() as nursery:
         await nursery.start(c.run_background)
         with trio.fail_after(30):
-            while not c._commit.clean or q.statistics().logsize >= big:
+            while not c._group.clean or c.statistics()[q.name].logsize >= big:
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
-    assert q.statistics().logsize < big // 4
+    assert c.statistics()[q.name].logsize < big // 4
     c.abandon()
     c = open_c(qdir)
     assert c.get(b"a").statistics().items == 5
@@ -435,23 +435,24 @@ async def test_background_rewrite_carries_over_what_happens_meanwhile(qdir, monk
                                                                       small_blocks):
     import threading
 
+    import starlingpy.blocks as blocks_module
     import starlingpy.queue as queue_module
     if small_blocks:  # sealed blocks, some thawed, are captured while the queue moves on
         monkeypatch.setattr(queue_module, "SEAL_ITEMS", 16)
-        monkeypatch.setattr(queue_module, "RUN_BYTES", 50)
+        monkeypatch.setattr(blocks_module, "RUN_BYTES", 50)
     release = threading.Event()
-    real = queue_module._write_temp
+    real = collection_module._write_temp
 
     def gated(*args):
         assert release.wait(30)
         return real(*args)
 
-    monkeypatch.setattr(queue_module, "_write_temp", gated)
+    monkeypatch.setattr(collection_module, "_write_temp", gated)
     c = open_c(qdir)
     q = c.get_or_create(b"a")
     for i in range(200):
         q.put(b"%03d" % i, 0, 0)
-    c.write_pending()
+    c.commit()
     c.close()
     c = open_c(qdir)  # the first 200 are now a recovered block
     q = c.get(b"a")
@@ -459,10 +460,10 @@ async def test_background_rewrite_carries_over_what_happens_meanwhile(qdir, monk
         q.put(b"%03d" % i, 0, 0)
     for _ in range(150):
         q.take_nowait()
-    c.write_pending()
+    c.commit()
     inode = (qdir / "a.spq").stat().st_ino
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(q._rewrite_in_background)
+        nursery.start_soon(c.journal_of(b"a").rewrite_in_background)
         await trio.testing.wait_all_tasks_blocked()
         assert c.compact(b"a") is False  # one rewrite at a time
         for _ in range(10):
@@ -470,12 +471,12 @@ async def test_background_rewrite_carries_over_what_happens_meanwhile(qdir, monk
         q.put(b"new", 0, 0)
         owner = object()
         q.open_nowait(owner)  # 160
-        c.write_pending()
+        c.commit()
         release.set()
     assert (qdir / "a.spq").stat().st_ino != inode
     assert not any(n.endswith(".tmp") for n in os.listdir(qdir))
     q.take_nowait()  # 161
-    c.write_pending()
+    c.commit()
     c.abandon()
     c = open_c(qdir)
     expected = [b"%03d" % i for i in [160] + list(range(162, 300))] + [b"new"]
@@ -490,11 +491,11 @@ async def test_background_compacts_a_fragmented_journal(qdir, monkeypatch):
     q = c.get_or_create(b"f")
     for i in range(2000):
         q.put(b"%d" % i, 0, 0)
-        c.write_pending()
+        c.commit()
     async with trio.open_nursery() as nursery:
         await nursery.start(c.run_background)
         with trio.fail_after(30):
-            while q._frames > 10:
+            while c.journal_of(b"f").frames > 10:
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     c.abandon()
@@ -530,11 +531,11 @@ def test_large_journal_loads_through_the_mapped_path(qdir):
     for i in range(15000):
         q.put(b"%05d" % i + b"x" * 95, i, 0 if i % 2 else 2_000_000_000 + i)
         if i % 37 == 0:
-            c.write_pending()
+            c.commit()
     q.take_nowait()
     owner = object()
     q.open_nowait(owner)
-    c.write_pending()
+    c.commit()
     c.abandon()
     assert (qdir / "big.spq").stat().st_size > 1 << 20
     c = open_c(qdir, clock=lambda: 1_000_000_000.0)
@@ -554,7 +555,7 @@ def test_any_crash_point_leaves_a_prefix_of_acknowledged_items(qdir):
     sizes = []
     for i in range(30):
         q.put(b"item%02d" % i, 0, 0)
-        c.write_pending()
+        c.commit()
         sizes.append((qdir / "p.spq").stat().st_size)
     c.close()
     whole = (qdir / "p.spq").read_bytes()
@@ -575,7 +576,7 @@ async def test_reader_parked_on_a_deleted_queue_hears_the_new_one(qdir):
     woken = []
 
     async def waiter():
-        await c.wait_for_put([old], trio.current_time() + 3600)
+        await c.wait_for_item([old.name], trio.current_time() + 3600)
         woken.append(True)
 
     async with trio.open_nursery() as nursery:
@@ -601,16 +602,15 @@ async def test_reader_parked_on_a_deleted_queue_hears_the_new_one(qdir):
 async def test_background_rewrite_of_a_queue_deleted_meanwhile_leaves_nothing(qdir, monkeypatch):
     import threading
 
-    import starlingpy.queue as queue_module
     release = threading.Event()
-    real = queue_module._write_temp
-    monkeypatch.setattr(queue_module, "_write_temp",
+    real = collection_module._write_temp
+    monkeypatch.setattr(collection_module, "_write_temp",
                         lambda *args: (release.wait(30), real(*args))[1])
     c = open_c(qdir)
     q = c.get_or_create(b"a")
     q.put(b"x", 0, 0)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(q._rewrite_in_background)
+        nursery.start_soon(c.journal_of(b"a").rewrite_in_background)
         await trio.testing.wait_all_tasks_blocked()
         assert c.delete(b"a")
         release.set()

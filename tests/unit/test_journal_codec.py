@@ -7,6 +7,7 @@ from array import array
 
 import pytest
 
+from starlingpy.blocks import ItemRun
 from starlingpy.journal.codec import (
     ABORT,
     CLOSE,
@@ -21,7 +22,7 @@ from starlingpy.journal.codec import (
     encode_file_header,
     encode_frame,
 )
-from starlingpy.journal.replay import ItemRun, dump, replay
+from starlingpy.journal.replay import dump, replay
 
 
 def journal(*batches) -> tuple[bytes, int]:

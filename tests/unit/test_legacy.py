@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from starlingpy.collection import LEGACY_DIR
 from starlingpy.journal.legacy import parse_legacy
+from starlingpy.journal.recovery import LEGACY_DIR
 from tests.unit.conftest import drain, open_c
 
 

@@ -22,7 +22,7 @@ def open_collection(tmp_path, clock):
 
 
 def restart(collection, make, crash=False):
-    collection.write_pending()
+    collection.commit()
     collection.abandon() if crash else collection.close()
     return make()
 
@@ -48,7 +48,7 @@ def test_pending_records_are_lost_only_if_never_written(open_collection):
     c = open_collection()
     q = c.get_or_create(b"jobs")
     q.put(b"written", 0, 0)
-    c.write_pending()
+    c.commit()
     q.put(b"never written", 0, 0)
     c.abandon()  # a crash before write_pending: that put was never acknowledged
     c = open_collection()
@@ -60,9 +60,9 @@ def test_a_taken_item_is_never_handed_out_again(open_collection):
     q = c.get_or_create(b"jobs")
     q.put(b"a", 0, 0)
     q.put(b"b", 0, 0)
-    c.write_pending()
+    c.commit()
     assert q.take_nowait().data == b"a"
-    c.write_pending()  # the dispatcher does this before the reply
+    c.commit()  # the dispatcher does this before the reply
     c.abandon()
     c = open_collection()
     assert drain(c.get(b"jobs")) == [b"b"]
@@ -190,8 +190,8 @@ def test_open_close_abort_and_release(open_collection):
     assert q.abort_open(two) is True and q.abort_open(two) is False
     assert q.peek_nowait().data == b"b"
     assert q.open_nowait(one).data == b"b"
-    q.release_owner(one)
-    q.release_owner(one)  # nothing open: no effect
+    q.abort_open(one)  # what a store's release does for each of the owner's queues
+    q.abort_open(one)  # nothing open: no effect
     assert q.statistics().open_transactions == 0
     assert drain(q) == [b"b", b"c"]
 
@@ -248,11 +248,11 @@ def test_statistics_track_every_counter(open_collection, clock):
     q = c.get_or_create(b"s")
     q.put(b"abc", 0, 0)
     q.put(b"de", 0, 0)
-    c.write_pending()
+    c.commit()
     clock.now = T0 + 1.5
     q.take_nowait()
-    c.write_pending()
-    stats = q.statistics()
+    c.commit()
+    stats = c.statistics()[b"s"]
     assert (stats.items, stats.total_items, stats.bytes, stats.age_ms) == (1, 2, 2, 1500)
     assert stats.logsize == (c.directory / "s.spq").stat().st_size
     assert stats.waiters == 0 and stats.open_transactions == 0
@@ -262,7 +262,7 @@ def test_recovered_items_keep_their_enqueue_time(open_collection, clock):
     c = open_collection()
     q = c.get_or_create(b"s")
     q.put(b"old", 0, 0)
-    c.write_pending()
+    c.commit()
     clock.now = T0 + 100
     q.put(b"new", 0, 0)
     c = restart(c, open_collection, crash=True)

@@ -8,15 +8,17 @@ import pytest
 import trio
 import trio.testing
 
+from starlingpy import blocks as blocks_module
 from starlingpy import queue as queue_module
-from starlingpy.journal.replay import ItemRun
+from starlingpy.blocks import ItemRun
+from starlingpy.journal import snapshot as snapshot_module
 from tests.unit.conftest import T0, open_c
 
 
 @pytest.fixture
 def small_blocks(monkeypatch):
     monkeypatch.setattr(queue_module, "SEAL_ITEMS", 8)
-    monkeypatch.setattr(queue_module, "RUN_BYTES", 40)
+    monkeypatch.setattr(blocks_module, "RUN_BYTES", 40)
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def collection(tmp_path, clock):
 
 
 def reopen(c, tmp_path, clock, crash=False):
-    c.write_pending()
+    c.commit()
     c.abandon() if crash else c.close()
     return open_c(tmp_path / "q", clock=clock)
 
@@ -102,7 +104,7 @@ def test_blocks_survive_rewrite_and_restart_in_order(collection, tmp_path, clock
         clock.now = T0 + i * 0.5  # spread: the rewrite splits frames by enqueue time
         q.put(b"i%d" % i, i, 0)
     q.take_nowait()
-    collection.write_pending()
+    collection.commit()
     assert collection.compact(b"s")
     q.put(b"last", 99, 0)
     c = reopen(collection, tmp_path, clock, crash)
@@ -128,7 +130,7 @@ def test_replayed_blocks_thaw_with_each_frames_enqueue_time(tmp_path, clock, mon
         clock.now = T0 + at
         for i in range(batch):
             q.put(b"%d-%d" % (at, i), at + i, 0)
-        c.write_pending()  # one frame per batch: its items share the frame's time
+        c.commit()  # one frame per batch: its items share the frame's time
     c = reopen(c, tmp_path, clock, crash=True)
     clock.now = T0 + 100
     got = taken(c.get(b"s"))
@@ -144,12 +146,12 @@ def test_flags_outside_32_bits_are_refused_before_anything_changes(collection, f
     q = collection.get_or_create(b"s")
     with pytest.raises(ValueError):
         q.put(b"x", flags, 0)
-    collection.write_pending()
+    collection.commit()
     assert q.statistics().items == 0 and q.take_nowait() is None
 
 
 def test_a_rewrite_keeps_frames_under_the_data_limit(collection, tmp_path, clock, monkeypatch):
-    monkeypatch.setattr(queue_module, "MAX_FRAME_DATA", 25)
+    monkeypatch.setattr(snapshot_module, "MAX_FRAME_DATA", 25)
     q = collection.get_or_create(b"s")
     sizes = [10, 10, 10, 40, 3, 30]  # 40 and 30: each larger than a frame may hold
     for i, size in enumerate(sizes):
@@ -187,7 +189,7 @@ def test_flush_and_delete_drop_blocks_too(collection, small_blocks):
 # -- one wake per item, passed on when unused ----------------------------------
 
 async def park(c, queues, woken, name):
-    await c.wait_for_put(queues, trio.current_time() + 3600)
+    await c.wait_for_item([q.name for q in queues], trio.current_time() + 3600)
     woken.append(name)
 
 
@@ -229,7 +231,7 @@ async def test_an_unused_wake_is_passed_on_by_write_pending(collection):
         await trio.testing.wait_all_tasks_blocked()
         assert woken == ["both"] and y.statistics().waiters == 1
         assert x.take_nowait().data == b"for-x"  # "both" takes from x, not y
-        collection.write_pending()  # as the connection does before replying
+        collection.commit()  # as the connection does before replying
         await trio.testing.wait_all_tasks_blocked()
         assert woken == ["both", "y-only"]
 
@@ -241,7 +243,7 @@ async def test_a_wake_lost_to_cancellation_is_passed_on(collection):
 
     async def cancelled_after_waking():
         with first:
-            await collection.wait_for_put([q], trio.current_time() + 3600)
+            await collection.wait_for_item([q.name], trio.current_time() + 3600)
             await trio.sleep_forever()  # cancelled here, having taken nothing
 
     async with nursery() as tasks:
@@ -253,7 +255,7 @@ async def test_a_wake_lost_to_cancellation_is_passed_on(collection):
         first.cancel()  # ...which is cancelled before it takes
         await trio.testing.wait_all_tasks_blocked()
         assert woken == [] and q.statistics().waiters == 1
-        collection.write_pending()  # as the connection does when it closes
+        collection.commit()  # as the connection does when it closes
         await trio.testing.wait_all_tasks_blocked()
         assert woken == ["second"]
 
@@ -263,10 +265,10 @@ async def test_a_reader_that_parks_again_passes_its_wake_on(collection):
     order = []
 
     async def picky():
-        await collection.wait_for_put([q], trio.current_time() + 3600)
+        await collection.wait_for_item([q.name], trio.current_time() + 3600)
         order.append("picky woke")
         # takes nothing; parks again (with a short deadline)
-        await collection.wait_for_put([q], trio.current_time() + 0.01)
+        await collection.wait_for_item([q.name], trio.current_time() + 0.01)
 
     async with nursery() as tasks:
         tasks.start_soon(picky)
@@ -293,6 +295,6 @@ def reference_cuts(starts, steps, spread=1.0):
 ])
 def test_frame_cuts_match_the_plain_loop(steps):
     starts = [2 * k for k in range(len(steps))]
-    assert queue_module._frame_cuts(starts, steps) == reference_cuts(starts, steps)
+    assert snapshot_module.frame_cuts(starts, steps) == reference_cuts(starts, steps)
     per_item = range(len(steps))
-    assert queue_module._frame_cuts(per_item, steps) == reference_cuts(per_item, steps)
+    assert snapshot_module.frame_cuts(per_item, steps) == reference_cuts(per_item, steps)

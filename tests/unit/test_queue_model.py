@@ -8,8 +8,8 @@ from collections import deque
 
 import pytest
 
-from starlingpy.collection import QueueCollection
 from starlingpy.journal import SyncPolicy
+from starlingpy.journal.store import JournalStore
 
 OWNERS = 3
 
@@ -46,10 +46,10 @@ def block_sizes(request, monkeypatch):
     """With tiny blocks, recent items are sealed every few puts and blocks
     hold a few items, so sealing, thawing and their rewrites are exercised."""
     if request.param == "tiny-blocks":
-        from starlingpy import queue
+        from starlingpy import blocks, queue
         from starlingpy.journal import replay
         monkeypatch.setattr(queue, "SEAL_ITEMS", 5)
-        monkeypatch.setattr(queue, "RUN_BYTES", 60)
+        monkeypatch.setattr(blocks, "RUN_BYTES", 60)
         monkeypatch.setattr(replay, "RUN_ITEMS", 4)
         monkeypatch.setattr(replay, "RUN_BYTES", 50)
     return request.param
@@ -61,7 +61,7 @@ def test_random_operations_match_the_model(tmp_path, seed, block_sizes):
     directory = tmp_path / "q"
 
     def open_collection():
-        return QueueCollection.open(directory, sync=SyncPolicy.parse("never"),
+        return JournalStore.open(directory, sync=SyncPolicy.parse("never"),
                                     max_journal_size=rng.choice([400, 1 << 20]))
 
     c = open_collection()
@@ -100,17 +100,17 @@ def test_random_operations_match_the_model(tmp_path, seed, block_sizes):
             item = q.peek_nowait()
             assert (item.data if item else None) == (model.waiting[0][1] if model.waiting else None)
         elif op < 0.87:
-            c.write_pending()
+            c.commit()
             c.compact(b"m")
         elif op < 0.93:
-            c.write_pending()  # as the dispatcher does before every reply
+            c.commit()  # as the dispatcher does before every reply
             c.abandon() if rng.random() < 0.5 else c.close()
             c = open_collection()
             q = c.get(b"m")
             owners = [object() for _ in range(OWNERS)]
             model.restart()
         else:
-            c.write_pending()
+            c.commit()
         check(q, model)
     got = []
     while (item := q.take_nowait()) is not None:
