@@ -1,0 +1,72 @@
+"""Every store the server can run on, behind one fixture: the conformance
+suite runs against each. A store added later is added here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import trio
+
+from starlingpy.journal import SyncPolicy
+from starlingpy.journal.store import JournalStore
+from starlingpy.queue import QueueLimits
+from starlingpy.store import Pending
+from starlingpy.store.memory import AnswersLater, MemoryStore
+from tests.unit.conftest import Clock
+
+STORES = ["journal", "memory", "memory-answers-later"]
+
+
+@dataclass
+class StoreKind:
+    """Makes stores of one kind; ``reopen`` gives a store over the same data
+    (None for stores that keep nothing)."""
+    name: str
+    make: Callable[..., object]
+    reopen: Callable[..., object] | None
+    clock: Clock
+
+
+@pytest.fixture(params=STORES)
+def kind(request, tmp_path) -> StoreKind:
+    clock = Clock()
+    opened: list = []
+
+    def journal(**limits):
+        store = JournalStore.open(tmp_path / "spool", sync=SyncPolicy.parse("never"), clock=clock,
+                                  **limits)
+        opened.append(store)
+        return store
+
+    def memory(**limits):
+        store = MemoryStore(clock=clock, **limits)
+        opened.append(store)
+        return store
+
+    if request.param == "journal":
+        yield StoreKind("journal", journal, journal, clock)
+    elif request.param == "memory":
+        yield StoreKind("memory", memory, None, clock)
+    else:
+        yield StoreKind("memory-answers-later", lambda **kw: AnswersLater(memory(**kw)), None, clock)
+    for store in opened:
+        store.close()
+
+
+async def answer(value):
+    """A store call's answer, awaited if it is a Pending."""
+    if value.__class__ is Pending:
+        return await value.wait()
+    return value
+
+
+def limits(**kwargs) -> dict:
+    """Store arguments giving every queue these limits."""
+    return {"default_limits": QueueLimits(**kwargs)}
+
+
+async def settle() -> None:
+    """Let every task that can run, run."""
+    await trio.testing.wait_all_tasks_blocked()
