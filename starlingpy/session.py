@@ -113,15 +113,23 @@ class Session:
 
     def _get(self, command: c.Get) -> bytes | Pending[bytes]:
         keys = command.keys
-        if len(keys) == 1 and not keys[0].timeout_ms and not self.store.holds_open(self.owner):
-            # The common get: one key that will not wait, and no open item of
-            # ours that could refuse it; no refusal pass, no join.
-            found = self._try_key(keys[0], command.cas, first_try=True)
-            if found.__class__ is not Pending:
-                self.counters.cmd_get += 1
-                self._count(found)
-                return found + replies.END if found else replies.END
-            return Pending(partial(self._finish_get, command, 0, [], found))
+        if len(keys) == 1:
+            key = keys[0]
+            if not (key.timeout_ms or key.open or key.close or key.abort or key.peek
+                    or self.store.holds_open(self.owner)):
+                # The common get: one plain key that will not wait, and no open
+                # item of ours that could refuse it; no refusal pass, no join.
+                item = self.store.take(key.queues)
+                if item.__class__ is Pending:
+                    found = Pending(partial(_then, item, partial(_value, key.raw, command.cas)))
+                    return Pending(partial(self._finish_get, command, 0, [], found))
+                counters = self.counters
+                counters.cmd_get += 1
+                if item is None:
+                    counters.get_misses += 1
+                    return replies.END
+                counters.get_hits += 1
+                return replies.value(key.raw, item.flags, item.data, command.cas) + replies.END
         for key in keys:
             error = self._refusal(key)
             if error:

@@ -25,6 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ class QueueJournal:
 
     def __init__(self, journal: JournalFile, on_dirty: Callable[[QueueJournal], None]) -> None:
         self.file = journal
-        self.records = RecordBuffer(lambda: on_dirty(self))
+        self.records = RecordBuffer(partial(on_dirty, self))
         self.queue: Queue | None = None
         self.frames = 0  # frames in the file: many small ones make replay slow
         self.written_since_rewrite = 0  # bytes appended since the last rewrite
@@ -72,7 +73,7 @@ class QueueJournal:
             records.clear()
             return False
         journal = self.file
-        if (self.queue.idle and journal.size > max_journal_size and not self.rewriting):
+        if journal.size > max_journal_size and self.queue.idle and not self.rewriting:
             journal.truncate()
             records.clear()
             self._rewritten(0)
