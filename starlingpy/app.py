@@ -8,6 +8,7 @@ import grp
 import logging
 import os
 import pwd
+import resource
 import sys
 from functools import partial
 
@@ -16,7 +17,7 @@ import trio
 from starlingpy.config import Config, ServerConfig
 from starlingpy.daemon import daemonize
 from starlingpy.journal import SyncPolicy
-from starlingpy.journal.store import JournalStore, StartupError
+from starlingpy.journal.store import MAX_OPEN_JOURNALS, JournalStore, StartupError
 from starlingpy.pidfile import PidFileError, claim_pid_file, release_pid_file
 from starlingpy.tcp import ListenError, QueueServer
 
@@ -66,16 +67,19 @@ def start_server(config: Config) -> int:
     except (KeyError, PermissionError) as error:
         return fail(f"cannot switch to user {settings.user!r} / group {settings.group!r}: {error}")
     try:
+        connections, journals = fit_descriptors(settings.max_connections)
         store = JournalStore.open(
             config.store.queue_path, sync=sync, default_limits=config.default_limits,
-            limits_by_name=config.limits_by_name, max_journal_size=config.store.max_journal_size)
+            limits_by_name=config.limits_by_name, max_journal_size=config.store.max_journal_size,
+            max_queues=config.store.max_queues or None, max_open_journals=journals,
+            file_mode=config.store.file_mode)
     except StartupError as error:
         return fail(str(error))
     try:
         if settings.pid:
             claim_pid_file(settings.pid)
         server = QueueServer(
-            store, max_connections=settings.max_connections, max_line=settings.max_line,
+            store, max_connections=connections, max_line=settings.max_line,
             max_item_size=settings.max_item_size, idle_timeout=settings.timeout,
             enable_shutdown=settings.enable_shutdown,
             flush_all_empties=settings.flush_all_empties)
@@ -98,6 +102,32 @@ def start_server(config: Config) -> int:
         if settings.pid:
             release_pid_file(settings.pid)
     return 0
+
+
+SPARE_DESCRIPTORS = 64  # the listener, epoll, log files, worker threads' files, a margin
+
+
+def fit_descriptors(max_connections: int) -> tuple[int, int]:
+    """``(connections, open journals)`` that fit, together, under the
+    process's descriptor limit: the soft limit is raised toward the hard one
+    where needed; if that is not enough, connections are lowered (logged)."""
+    want = max_connections + MAX_OPEN_JOURNALS + SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the descriptor limit from %d: %s", soft, error)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return max_connections, MAX_OPEN_JOURNALS
+    usable = max(soft - SPARE_DESCRIPTORS, 8)
+    journals = max(4, min(MAX_OPEN_JOURNALS, usable // 4))
+    connections = max(1, min(max_connections, usable - journals))
+    log.warning("descriptor limit %d: serving at most %d connections (asked for %d) with at "
+                "most %d journals open at once", soft, connections, max_connections, journals)
+    return connections, journals
 
 
 class _Announcer:

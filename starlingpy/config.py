@@ -20,6 +20,8 @@ Starling's own).  Ours::
     queue_path = "var/spool"
     sync = "1000"                 # "always" | "never" | period in ms
     max_journal_size = 16777216
+    max_queues = 10000            # past it, a set to a new name: SERVER_ERROR too many queues
+    file_mode = 0o600             # journals hold the messages
 
 (``queue_path``, ``sync`` and ``max_journal_size`` are still accepted in
 ``[server]``, where older files have them.)
@@ -83,6 +85,8 @@ class StoreConfig:
     queue_path: Path = Path("var/spool")
     sync: str = "1000"
     max_journal_size: int = 16 * MIB
+    max_queues: int = 10_000
+    file_mode: int = 0o600  # journals hold the messages
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class Config:
 # Types we accept per key; paths are resolved against the file's folder.
 _STORE_KEYS: dict[str, tuple[type, ...]] = {
     "kind": (str,), "queue_path": (str,), "sync": (str, int), "max_journal_size": (int,),
+    "max_queues": (int,), "file_mode": (int,),
 }
 _SERVER_KEYS: dict[str, tuple[type, ...]] = {
     "host": (str,), "port": (int,),

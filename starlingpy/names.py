@@ -1,10 +1,16 @@
 """Queue names to file names, and back: the only code that does so.
 
 A queue's journal file name is its name percent-encoded (every byte outside
-``[A-Za-z0-9_-]`` becomes ``%XX``, upper-case hex) plus :data:`SUFFIX`. No
+``[a-z0-9_-]`` becomes ``%XX``, upper-case hex) plus :data:`SUFFIX`. No
 encoded name holds ``/``, ``.`` or a NUL, so no name, however hostile
 (``../x``, ``/etc/x``, bytes >= 0x80, ``.hidden``), can name a path outside
 the queue directory or one of our own files (lock, temp, ``.broken``).
+Upper-case letters are escaped too, so two names that differ only in case
+(``Foo``, ``foo``) never share a file, even on a case-insensitive file
+system (the only letters left in a name are lower-case ones and the hex
+digits of escapes, which are always upper-case). Older versions kept
+upper-case letters as they were: :func:`name_from_older_filename` reads such
+names so the store can rename the files.
 
 A name whose encoding would not fit in a file name (Linux allows 255 bytes;
 we keep room for ``.tmp``/``.broken`` suffixes) is stored under
@@ -26,9 +32,11 @@ of an encoded name)."""
 HASHED_PREFIX = "%%"
 MAX_FILENAME = 240  # NAME_MAX is 255; leave room for ".tmp" / ".broken.N"
 
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_-")
 # Every byte's spelling in a file name, precomputed: encoding is a join.
 _SPELLING = tuple(chr(b) if b in _SAFE else f"%{b:02X}" for b in range(256))
+_OLDER_SPELLING = tuple(chr(b) if chr(b).isascii() and chr(b).isupper() else _SPELLING[b]
+                        for b in range(256))
 _ENCODED = re.compile(r"(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+")
 _HASHED = re.compile(r"%%[0-9a-f]{64}")
 
@@ -62,6 +70,16 @@ def queue_name_from_filename(filename: str) -> bytes | None:
         return None
     name = unquote_to_bytes(stem)  # the pattern above admits only [A-Za-z0-9_-] and %XX
     return name if queue_filename(name) == filename else None
+
+
+def name_from_older_filename(filename: str) -> bytes | None:
+    """The queue name of a journal named as older versions did (upper-case
+    letters unescaped), where that differs from today's name; else None."""
+    if not filename.endswith(SUFFIX) or not _ENCODED.fullmatch(filename[: -len(SUFFIX)]):
+        return None
+    name = unquote_to_bytes(filename[: -len(SUFFIX)])
+    older = "".join([_OLDER_SPELLING[b] for b in name]) + SUFFIX
+    return name if older == filename and queue_filename(name) != filename else None
 
 
 def is_journal_filename(filename: str) -> bool:

@@ -13,7 +13,9 @@ loop adds an explicit checkpoint after a few batches read without waiting,
 so one busy client cannot starve the others.
 
 Error handling: a ProtocolError is answered and the connection lives on (or
-is closed when the error says so).  Any other exception inside one connection
+is closed when the error says so).  A StoreError from a command is its
+reply; one from making a batch durable is sent instead of the batch's
+replies, and ends that connection.  Any other exception inside one connection
 is a bug: it is logged with its traceback, answered ``SERVER_ERROR``, and
 ends only that connection.  Connection resets end the connection quietly.
 
@@ -37,7 +39,7 @@ import trio
 from starlingpy.counters import ServerCounters
 from starlingpy.protocol import Parser, ProtocolError
 from starlingpy.session import ServerControl, Session
-from starlingpy.store import Pending, Store
+from starlingpy.store import Pending, Store, StoreError
 
 log = logging.getLogger("starlingpy.server")
 
@@ -156,6 +158,15 @@ class QueueServer:
             await self._converse(sock, session)
         except ConnectionError:  # resets and broken pipes end a connection quietly
             pass
+        except StoreError as error:
+            # The records behind this batch's replies were not written: say
+            # so instead of the replies, and end the connection (the client
+            # cannot know which of its pipelined commands took effect).
+            log.warning("closing a connection: %s", error)
+            try:
+                sock.send(error.reply + b"\r\n")
+            except OSError:
+                pass
         except Exception:
             log.exception("unexpected error on a connection; closing it")
             try:

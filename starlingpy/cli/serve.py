@@ -37,6 +37,8 @@ def register(subparsers) -> None:
                    help="connections served at once (default 4096)")
     p.add_argument("--max-journal-size", dest="max_journal_size", type=int,
                    help="truncate an empty queue's journal past this size (default 16 MiB)")
+    p.add_argument("--max-queues", dest="max_queues", type=int,
+                   help="queues at most; a set to a new name past it is refused (default 10000)")
     p.add_argument("--enable-shutdown", dest="enable_shutdown", action="store_true", default=None,
                    help="let clients stop the server with `shutdown`")
     p.add_argument("--flush-all-empties", dest="flush_all_empties", action="store_true",

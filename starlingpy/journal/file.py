@@ -3,12 +3,15 @@
 Error handling: ``OSError`` from the operating system propagates; a failed
 rewrite leaves the old journal in place and removes its temporary file.
 
-Resource handling: a :class:`JournalFile` holds one file descriptor until
-:meth:`JournalFile.close` (idempotent).
+Resource handling: a :class:`JournalFile` holds at most one file descriptor,
+let go while its queue is idle and for good at :meth:`JournalFile.close`
+(idempotent), and the disk space set aside ahead of its end. Files are
+created mode 0600 and never opened through a symbolic link.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 from collections.abc import Callable, Sequence
@@ -20,6 +23,11 @@ TEMP_SUFFIX = ".tmp"
 BACKGROUND_TEMP_SUFFIX = ".compacting.tmp"  # a background rewrite's own temp file
 BROKEN_SUFFIX = ".broken"
 _IOV_MAX = 512  # stay under the kernel's IOV_MAX (1024) per writev
+FILE_MODE = 0o600  # journals hold the messages: readable by the server's user only
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW  # never through a link
+_FALLOC_FL_KEEP_SIZE = 1
+_FALLOC_FL_PUNCH_HOLE = 2
+RESERVE_CHUNK = 256 * 1024  # disk space set aside ahead of a journal's end, at a time
 
 Failpoint = Callable[[str], None]
 """Called with the name of each step of a rewrite (``"temp-written"``,
@@ -70,7 +78,9 @@ def broken_copy(path: Path) -> Path:
     while target.exists():
         target = path.with_name(f"{path.name}{BROKEN_SUFFIX}.{n}")
         n += 1
-    with open(path, "rb") as src, open(target, "wb") as dst:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 FILE_MODE)
+    with open(path, "rb") as src, open(fd, "wb") as dst:
         while block := src.read(1 << 20):
             dst.write(block)
         dst.flush()
@@ -78,47 +88,144 @@ def broken_copy(path: Path) -> Path:
     return target
 
 
+
+
+def _fallocate():
+    """libc's fallocate(2), or None where there is none (not Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.restype = ctypes.c_int
+    return function
+
+
+_libc_fallocate = _fallocate()
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2); ``OSError`` as the system call fails (EOPNOTSUPP where
+    the file system or platform cannot)."""
+    if _libc_fallocate is None:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+    if _libc_fallocate(fd, mode, offset, length) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
 class JournalFile:
     """One queue's journal, open for appending. ``size`` is its length on
-    disk (everything appended so far)."""
+    disk (everything appended so far).
 
-    def __init__(self, path: Path, fd: int, header_size: int, size: int) -> None:
+    The descriptor may be let go while the queue is idle
+    (:meth:`release_descriptor`) and is opened again by the next write.
+    Space is set aside ahead of the end (:meth:`reserve`, ``fallocate``
+    without changing the size), so a write that fits in it cannot fail for
+    want of space.
+    """
+
+    def __init__(self, path: Path, fd: int | None, header_size: int, size: int,
+                 mode: int = FILE_MODE) -> None:
         self.path = path
         self.fd: int | None = fd
         self.header_size = header_size
         self.size = size
+        self.mode = mode
+        self.reserved_end = size  # space is allocated up to here
+        self.closed = False
 
     @classmethod
-    def create(cls, path: Path, name: bytes) -> JournalFile:
-        """A new, empty journal for queue ``name`` (replacing any file there)."""
+    def create(cls, path: Path, name: bytes, mode: int = FILE_MODE) -> JournalFile:
+        """A new, empty journal for queue ``name`` (replacing any regular file
+        there; a symbolic link there is refused with ``ELOOP``)."""
         header = encode_file_header(name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
-                     0o644)
+        fd = os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_TRUNC, mode)
         try:
             write_all(fd, [header])
         except BaseException:
             os.close(fd)
+            path.unlink(missing_ok=True)  # a file cut short (a full disk) helps no one
             raise
-        return cls(path, fd, len(header), len(header))
+        return cls(path, fd, len(header), len(header), mode)
 
     @classmethod
-    def open_existing(cls, path: Path, header_size: int, good_end: int) -> JournalFile:
+    def open_existing(cls, path: Path, header_size: int, good_end: int,
+                      mode: int = FILE_MODE) -> JournalFile:
         """Open a recovered journal for appending, cutting it at ``good_end``
         (the end of its last good frame) if anything follows."""
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        fd = os.open(path, _OPEN_FLAGS)
         try:
             if os.fstat(fd).st_size != good_end:
                 os.ftruncate(fd, good_end)
                 os.fsync(fd)
+            else:  # space a crashed server had set aside past the end: give it back
+                try:
+                    fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, good_end, 1 << 40)
+                except OSError:
+                    pass
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, fd, header_size, good_end)
+        return cls(path, fd, header_size, good_end, mode)
+
+    def reopen(self) -> int:
+        """The descriptor, opened again if it was let go."""
+        if self.fd is None:
+            assert not self.closed, "journal is closed"
+            self.fd = os.open(self.path, _OPEN_FLAGS)
+            self.reserved_end = self.size
+        return self.fd
+
+    def release_descriptor(self) -> None:
+        """Let the descriptor go while the queue is idle (and the space set
+        aside with it); the next write opens it again."""
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            self._unreserve(fd)
+            os.close(fd)
+
+    @property
+    def spare(self) -> int:
+        """Bytes that can be appended without allocating space."""
+        return self.reserved_end - self.size
+
+    def reserve(self, nbytes: int) -> None:
+        """Make sure ``nbytes`` can be appended without allocating space.
+        ``OSError`` (ENOSPC, EDQUOT) if the disk cannot give it; where the
+        file system cannot set space aside at all, nothing is reserved and
+        writes may still meet a full disk."""
+        if self.reserved_end - self.size >= nbytes:
+            return
+        fd = self.reopen()
+        for length in (max(nbytes, RESERVE_CHUNK), nbytes):  # a chunk, or just enough
+            try:
+                fallocate(fd, _FALLOC_FL_KEEP_SIZE, self.size, length)
+            except OSError as error:
+                if error.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    self.reserved_end = 1 << 62  # cannot: behave as before, without reservations
+                    return
+                if length == nbytes:
+                    raise
+            else:
+                self.reserved_end = self.size + length
+                return
+
+    def _unreserve(self, fd: int) -> None:
+        if self.reserved_end > self.size and self.reserved_end < 1 << 62:
+            try:
+                fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, self.size,
+                          self.reserved_end - self.size)
+            except OSError:
+                pass
+        self.reserved_end = self.size
 
     def append(self, chunks: Sequence[bytes]) -> None:
         """Write encoded frames at the end (one ``writev``; no fsync)."""
         fd = self.fd
-        assert fd is not None, "journal is closed"
+        if fd is None:
+            fd = self.reopen()
         try:
             if len(chunks) <= _IOV_MAX:  # write_all's usual case, inline: this is the hot path
                 done = os.writev(fd, chunks)
@@ -132,7 +239,7 @@ class JournalFile:
             # A frame half-written mid-file would read as corruption and hide
             # every frame after it: take the partial frame back out.
             try:
-                os.ftruncate(self.fd, self.size)
+                os.ftruncate(fd, self.size)
             except OSError:
                 pass
             raise
@@ -151,9 +258,8 @@ class JournalFile:
 
     def truncate(self) -> None:
         """Drop every frame, keeping the header (the queue is empty)."""
-        assert self.fd is not None, "journal is closed"
-        os.ftruncate(self.fd, self.header_size)
-        self.size = self.header_size
+        os.ftruncate(self.reopen(), self.header_size)
+        self.size = self.reserved_end = self.header_size
 
     def rewrite(self, header: bytes, chunks: Sequence[bytes],
                 failpoint: Failpoint | None = None) -> None:
@@ -174,8 +280,7 @@ class JournalFile:
         under a temporary name. Touches nothing else, so it may run in a
         worker thread while the journal keeps being appended to."""
         temp = self.path.with_name(self.path.name + suffix)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
-                     0o644)
+        fd = os.open(temp, _OPEN_FLAGS | os.O_CREAT | os.O_TRUNC, self.mode)
         try:
             size = write_all(fd, [header, *chunks])
             failpoint("temp-written")
@@ -205,6 +310,7 @@ class JournalFile:
             raise
         old, self.fd = self.fd, temp.fd
         self.header_size, self.size = temp.header_size, temp.size
+        self.reserved_end = self.size
         if old is not None:
             os.close(old)
         failpoint("renamed")
@@ -212,10 +318,9 @@ class JournalFile:
         failpoint("dir-synced")
 
     def close(self) -> None:
-        """Close the file descriptor (idempotent)."""
-        fd, self.fd = self.fd, None
-        if fd is not None:
-            os.close(fd)
+        """Close for good: the descriptor and the space set aside (idempotent)."""
+        self.closed = True
+        self.release_descriptor()
 
     def delete(self) -> None:
         """Close and remove the file."""

@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..names import SUFFIX, is_journal_filename, queue_name_from_filename
+from ..names import (
+    SUFFIX,
+    is_journal_filename,
+    name_from_older_filename,
+    queue_filename,
+    queue_name_from_filename,
+)
+from ..store.interface import StoreError
 from .codec import JournalFormatError, RecordBuffer, decode_file_header, encode_file_header
 from .file import TEMP_SUFFIX, JournalFile, broken_copy, fsync_directory
 from .legacy import parse_legacy
@@ -57,10 +64,15 @@ def load_directory(store: JournalStore) -> None:
             log.info("removed unfinished journal rewrite %s", path)
         elif name is not None or is_journal_filename(filename):
             _load_journal(store, path, name, notes)
+        elif (older := name_from_older_filename(filename)) is not None:
+            _load_journal(store, _rename_to_current(path, older), older, notes)
         elif not filename.startswith(".") and SUFFIX + "." not in filename:
             legacy.append(filename)  # maybe Ruby Starling's (it never made dotfiles)
     for filename in legacy:
-        _take_over_legacy(store, directory / filename, filename, notes)
+        try:
+            _take_over_legacy(store, directory / filename, filename, notes)
+        except (OSError, StoreError) as exc:  # a full disk: it stays where it is, for next time
+            log.error("could not take over the Starling journal %s now: %s", filename, exc)
 
 
 def _load_journal(store: JournalStore, path: Path, name: bytes | None,
@@ -85,7 +97,7 @@ def _load_journal(store: JournalStore, path: Path, name: bytes | None,
         else:
             log.warning("queue %r: torn tail (%s) at offset %d; cut %d bytes", name,
                         state.damage.reason, state.damage.offset, cut)
-    journal = JournalFile.open_existing(path, header_size, state.end)
+    journal = JournalFile.open_existing(path, header_size, state.end, store.file_mode)
     queue = store.adopt(name, journal)
     queue.restore(state.entries, state.items, state.bytes, state.next_xid)
     keeper = store.journal_of(name)
@@ -101,6 +113,17 @@ def _load_journal(store: JournalStore, path: Path, name: bytes | None,
              if state.reopened else "")
 
 
+def _rename_to_current(path: Path, name: bytes) -> Path:
+    """A journal named the way older versions did (upper-case letters as they
+    are, which a case-insensitive file system cannot tell apart) moves to
+    today's name."""
+    current = path.with_name(queue_filename(name))
+    os.rename(path, current)
+    fsync_directory(path.parent)
+    log.info("renamed journal %s to %s (case-safe names)", path.name, current.name)
+    return current
+
+
 def _replace_unreadable(store: JournalStore, path: Path, name: bytes | None, buf: bytes,
                         why: str) -> None:
     """A journal without a valid header: empty if it is only a cut-short
@@ -112,7 +135,7 @@ def _replace_unreadable(store: JournalStore, path: Path, name: bytes | None, buf
         if name is None:
             path.unlink()
             return
-    store.adopt(name, JournalFile.create(path, name))
+    store.adopt(name, JournalFile.create(path, name, store.file_mode))
     if torn:
         log.warning("queue %r: journal header cut short; starting it empty", name)
 
@@ -196,17 +219,19 @@ def _read_whole(path: Path) -> Iterator[bytes | mmap.mmap]:
 def lock_directory(path: Path) -> int:
     """Create ``path`` if needed, prove it writable, and take its lock."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise StartupError(f"cannot create queue directory {path}: {exc.strerror or exc}") from exc
     if not path.is_dir():
         raise StartupError(f"queue path {path} is not a directory")
     probe = path / (LOCK_NAME + ".probe")
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     0o600)
         os.close(fd)
         probe.unlink()
-        lock_fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        lock_fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                          0o600)
     except OSError as exc:
         raise StartupError(f"queue directory {path} is not writable: "
                            f"{exc.strerror or exc}") from exc
@@ -218,6 +243,9 @@ def lock_directory(path: Path) -> int:
             raise StartupError(f"queue directory {path} is in use by another server "
                                f"(its lock {path / LOCK_NAME} is held)") from exc
         raise StartupError(f"cannot lock queue directory {path}: {exc.strerror or exc}") from exc
-    os.ftruncate(lock_fd, 0)
-    os.write(lock_fd, f"{os.getpid()}\n".encode())
+    try:  # who holds it, for a human; a full disk must not stop the start
+        os.ftruncate(lock_fd, 0)
+        os.write(lock_fd, f"{os.getpid()}\n".encode())
+    except OSError as exc:
+        log.warning("could not write the pid into %s: %s", path / LOCK_NAME, exc)
     return lock_fd

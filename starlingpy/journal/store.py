@@ -11,19 +11,34 @@ serving), and start-up recovery (:mod:`.recovery`). The queue rules are
 Error handling: :meth:`JournalStore.open` raises :class:`StartupError` (a
 message for a human) when the directory cannot be used. Damaged journals are
 not errors: they are cut at the last good record and logged (logger
-``starlingpy.journal``). ``OSError`` while serving (a full disk) propagates
-to the caller of the operation that hit it.
+``starlingpy.journal``). While serving, running out of something is a
+:class:`~starlingpy.store.StoreError` for the command that met it:
 
-Resource handling: the store holds the directory lock and one file
-descriptor per queue until :meth:`JournalStore.close`.
+* a full disk: every ``put`` first sets aside the space its record needs
+  (``fallocate``), so a ``set`` that does not fit is refused with
+  ``SERVER_ERROR out of space`` before anything changes. Records that only
+  remove (takes, opens, closes, aborts) are written into the space kept
+  aside behind them; if even that runs out they stay in memory, the reply
+  goes out, and they are written as soon as space returns (a crash in
+  between hands those items out again: at least once);
+* any other failed write (EIO): ``SERVER_ERROR journal write failed``; the
+  records stay buffered and are retried by the next commit;
+* descriptors: at most ``max_open_journals`` journals are open at once; the
+  least recently written is let go (and opened again when written to);
+* queues: past ``max_queues``, ``SERVER_ERROR too many queues``.
+
+Resource handling: the store holds the directory lock and at most
+``max_open_journals`` journal descriptors until :meth:`JournalStore.close`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
@@ -33,10 +48,10 @@ import trio
 
 from ..names import queue_filename
 from ..queue import NO_LIMITS, Queue, QueueLimits
-from ..store.interface import Pending
+from ..store.interface import Pending, StoreError
 from ..store.local import LocalStore
-from .codec import RECORD_FIXED_SIZE, RecordBuffer, encode_file_header
-from .file import BACKGROUND_TEMP_SUFFIX, Failpoint, JournalFile, TempJournal
+from .codec import FRAME_HEADER_SIZE, RECORD_FIXED_SIZE, RecordBuffer, encode_file_header
+from .file import BACKGROUND_TEMP_SUFFIX, FILE_MODE, Failpoint, JournalFile, TempJournal
 from .recovery import StartupError, load_directory, lock_directory
 from .snapshot import encode_state
 from .sync import GroupCommit, SyncPolicy
@@ -48,6 +63,22 @@ __all__ = ["JournalStore", "StartupError"]
 COMPACT_CHECK_SECONDS = 1.0
 FRAGMENTED_FRAMES = 4096  # at close, rewrite journals with more (small) frames than this
 BACKGROUND_FRAGMENTED_FRAMES = 65536  # while serving, only when replay would take ~0.1 s+
+ADD_RECORD_BYTES = FRAME_HEADER_SIZE + RECORD_FIXED_SIZE  # on disk per item, over its data
+REMOVE_SLACK = 4096  # kept aside behind the items, for the records that take them
+MAX_OPEN_JOURNALS = 256
+OUT_OF_SPACE = b"SERVER_ERROR out of space"
+WRITE_FAILED = b"SERVER_ERROR journal write failed"
+TOO_MANY_FILES = b"SERVER_ERROR too many open files"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def store_error(error: OSError) -> StoreError:
+    """What a client is told about a failed journal operation."""
+    if error.errno in _NO_SPACE:
+        return StoreError(OUT_OF_SPACE, f"journal: {error}")
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        return StoreError(TOO_MANY_FILES, f"journal: {error}")
+    return StoreError(WRITE_FAILED, f"journal: {error}")
 
 
 class QueueJournal:
@@ -63,6 +94,8 @@ class QueueJournal:
         self.rewriting = False
         self.carry: list[bytes] | None = None  # frames to carry over to a rewrite in flight
         self.deleted = False
+        self.unwritten = 0  # bytes the buffered ADD records need on disk (space set aside)
+        self.deferred = False  # removals waiting for disk space
 
     def write(self, max_journal_size: int) -> bool:
         """Append the buffered records (one write); True if the file changed.
@@ -77,6 +110,7 @@ class QueueJournal:
             journal.truncate()
             records.clear()
             self._rewritten(0)
+            self.unwritten = 0
             return True
         if not records.records:
             return False
@@ -84,6 +118,10 @@ class QueueJournal:
         before = journal.size
         journal.append(chunks)  # on OSError: the records stay buffered, retried
         records.clear()
+        self.unwritten = 0
+        if self.deferred:
+            self.deferred = False
+            log.warning("queue %r: disk space is back; removals written", self.queue.name)
         self.frames += 1
         self.written_since_rewrite += journal.size - before
         if self.carry is not None:  # a background rewrite needs these too
@@ -150,24 +188,31 @@ class JournalStore(LocalStore):
 
     def __init__(self, directory: Path, lock_fd: int, sync: SyncPolicy,
                  default_limits: QueueLimits, limits_by_name: Mapping[bytes, QueueLimits],
-                 max_journal_size: int, clock: Callable[[], float]) -> None:
+                 max_journal_size: int, clock: Callable[[], float], max_queues: int | None = None,
+                 max_open_journals: int = MAX_OPEN_JOURNALS, file_mode: int = FILE_MODE) -> None:
         super().__init__(default_limits=default_limits, limits_by_name=limits_by_name,
-                         clock=clock)
+                         clock=clock, max_queues=max_queues)
         self.directory = directory
         self.sync = sync
+        self.file_mode = file_mode
         self._lock_fd: int | None = lock_fd
         self._max_journal_size = max_journal_size
         self._journals: dict[bytes, QueueJournal] = {}
         self._dirty: list[QueueJournal] = []
         self._group = GroupCommit()
-        self._durable = Pending(self._group.wait_durable) if sync.mode == "always" else None
+        self._durable = Pending(self._wait_durable) if sync.mode == "always" else None
+        # Journals holding a descriptor, least recently written first.
+        self._max_open = max(1, max_open_journals)
+        self._open_files: OrderedDict[bytes, QueueJournal] = OrderedDict()
 
     @classmethod
     def open(cls, directory: str | Path, *, sync: SyncPolicy,
              default_limits: QueueLimits = NO_LIMITS,
              limits_by_name: Mapping[bytes, QueueLimits] = {},
              max_journal_size: int = 16 * 1024 * 1024,
-             clock: Callable[[], float] = time.time) -> JournalStore:
+             clock: Callable[[], float] = time.time, max_queues: int | None = None,
+             max_open_journals: int = MAX_OPEN_JOURNALS,
+             file_mode: int = FILE_MODE) -> JournalStore:
         """Lock ``directory`` (creating it if missing) and load every journal
         in it, ours and Ruby Starling's, before returning.
 
@@ -176,10 +221,14 @@ class JournalStore(LocalStore):
         """
         path = Path(directory)
         lock_fd = lock_directory(path)
-        store = cls(path, lock_fd, sync, default_limits, limits_by_name, max_journal_size, clock)
+        store = cls(path, lock_fd, sync, default_limits, limits_by_name, max_journal_size, clock,
+                    max_queues, max_open_journals, file_mode)
         try:
             load_directory(store)
-            store.commit()  # ABORTs for transactions a crash left open
+            try:
+                store.commit()  # ABORTs for transactions a crash left open
+            except StoreError as error:  # (a full disk defers them instead)
+                log.error("could not write the recovered journals' ABORTs yet: %s", error)
             store._group.sync_now()
         except BaseException:
             store.abandon()
@@ -189,7 +238,13 @@ class JournalStore(LocalStore):
     # -- queues and their journals ------------------------------------------
 
     def _new_queue(self, name: bytes) -> Queue:
-        journal = JournalFile.create(self.directory / queue_filename(name), name)
+        self._descriptor_room()
+        try:
+            journal = JournalFile.create(self.directory / queue_filename(name), name,
+                                         self.file_mode)
+        except OSError as error:
+            log.error("queue %r: cannot create its journal: %s", name, error)
+            raise store_error(error) from None
         self._group.changed_directory(self.directory)
         return self.adopt(name, journal)
 
@@ -201,13 +256,64 @@ class JournalStore(LocalStore):
         queue = self._make_queue(name, keeper.records)
         keeper.queue = queue
         self._journals[name] = keeper
+        if journal.fd is not None:
+            if len(self._open_files) >= self._max_open:
+                journal.release_descriptor()  # (start-up: more journals than descriptors)
+            else:
+                self._open_files[name] = keeper
         return queue
+
+    def put(self, name: bytes, data: bytes, flags: int, exptime: int) -> bool:
+        """As the Store's; first sets aside the disk space the record needs,
+        so a set that cannot be written is refused before anything changes."""
+        keeper = self._journals.get(name)
+        if keeper is None:
+            self.get_or_create(name)
+            keeper = self._journals[name]
+        need = keeper.unwritten + len(data) + ADD_RECORD_BYTES
+        journal = keeper.file
+        if journal.reserved_end - journal.size < need + REMOVE_SLACK:
+            self._reserve(keeper, need + REMOVE_SLACK)
+        keeper.unwritten = need
+        return keeper.queue.put(data, flags, exptime)
+
+    def _reserve(self, keeper: QueueJournal, nbytes: int) -> None:
+        journal = keeper.file
+        try:
+            if journal.fd is None:
+                self._descriptor_for(keeper)
+            journal.reserve(nbytes)
+        except OSError as error:
+            raise store_error(error) from None
+
+    # -- descriptors -------------------------------------------------------
+
+    def _descriptor_room(self) -> None:
+        """Let go of the least recently written journals until one more fits."""
+        open_files = self._open_files
+        while len(open_files) >= self._max_open:
+            name, keeper = open_files.popitem(last=False)
+            if keeper.file in self._group.dirty_files:
+                keeper.file.fsync()  # (closing would lose what the next round must sync)
+                self._group.forget(keeper.file)
+            keeper.file.release_descriptor()
+
+    def _descriptor_for(self, keeper: QueueJournal) -> None:
+        """Open ``keeper``'s journal again (it was let go)."""
+        self._descriptor_room()
+        keeper.file.reopen()
+        self._open_files[keeper.queue.name] = keeper
+
+    def open_journals(self) -> int:
+        """Journal descriptors held now."""
+        return len(self._open_files)
 
     def journal_of(self, name: bytes) -> QueueJournal | None:
         return self._journals.get(name)
 
     def _queue_dropped(self, queue: Queue) -> None:
         keeper = self._journals.pop(queue.name)
+        self._open_files.pop(queue.name, None)
         keeper.deleted = True
         keeper.records.clear()
         self._group.forget(keeper.file)
@@ -228,16 +334,54 @@ class JournalStore(LocalStore):
         dirty = self._dirty
         if dirty:
             group, limit = self._group, self._max_journal_size
+            crowded = len(self._journals) > self._max_open
             try:
                 for keeper in dirty:
+                    if crowded:  # more journals than descriptors: keep the busy ones open
+                        if keeper.file.fd is None:
+                            self._descriptor_for(keeper)
+                        self._open_files.move_to_end(keeper.queue.name)
                     if keeper.write(limit):
                         group.wrote(keeper.file)
-            except BaseException:
-                # in place: the record buffers hold its append
-                dirty[:] = [keeper for keeper in dirty if keeper.records.records]
-                raise
-            dirty.clear()
+            except OSError:
+                self._commit_one_by_one()
+            else:
+                dirty.clear()
         return self._durable
+
+    def _commit_one_by_one(self) -> None:
+        """A write failed: write each journal on its own. Removal-only records
+        that meet a full disk wait for space (and the reply goes out); any
+        other failure is the command's error. What was not written stays
+        buffered (``dirty`` keeps it, in place: the record buffers append to it)."""
+        group, limit, dirty = self._group, self._max_journal_size, self._dirty
+        failure: OSError | None = None
+        for keeper in list(dirty):
+            try:
+                if keeper.file.fd is None:
+                    self._descriptor_for(keeper)
+                if keeper.write(limit):
+                    group.wrote(keeper.file)
+            except OSError as error:
+                if error.errno in _NO_SPACE and keeper.records.added is None:
+                    if not keeper.deferred:
+                        keeper.deferred = True
+                        log.error("queue %r: disk full; removals kept in memory until space "
+                                  "returns (a crash before then hands them out again)",
+                                  keeper.queue.name)
+                else:
+                    failure = error
+        dirty[:] = [keeper for keeper in dirty if keeper.records.records]
+        if failure is not None:
+            log.error("journal write failed: %s", failure)
+            raise store_error(failure)
+
+    async def _wait_durable(self) -> None:
+        try:
+            await self._group.wait_durable()
+        except OSError as error:
+            log.error("journal fsync failed: %s", error)
+            raise store_error(error) from None
 
     async def run_background(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Periodic fsync (sync policy ``<ms>``), and rewriting of journals
@@ -251,7 +395,15 @@ class JournalStore(LocalStore):
         while True:
             await trio.sleep(interval)
             if periodic and not self._group.clean:
-                await self._group.sync_round()
+                try:
+                    await self._group.sync_round()
+                except OSError as error:  # retried next period; never the end of the server
+                    log.error("journal fsync failed: %s", error)
+            if self._dirty:  # removals waiting for disk space, or a write to retry
+                try:
+                    self.commit()
+                except StoreError:
+                    pass
             if trio.current_time() >= next_compaction:
                 for keeper in list(self._journals.values()):
                     if keeper.wants_rewrite(BACKGROUND_FRAGMENTED_FRAMES, self._max_journal_size):
@@ -276,7 +428,10 @@ class JournalStore(LocalStore):
             return
         self._closed = True
         try:
-            self.commit()
+            try:
+                self.commit()
+            except StoreError as error:  # (a full disk: those removals are not on disk)
+                log.error("closing with records not written: %s", error)
             for keeper in list(self._journals.values()):
                 if keeper.wants_rewrite(FRAGMENTED_FRAMES, self._max_journal_size):
                     with _old_journal_kept_on_error(keeper):
@@ -291,6 +446,7 @@ class JournalStore(LocalStore):
         self._closed = True
         for keeper in self._journals.values():
             keeper.file.close()
+        self._open_files.clear()
         lock_fd, self._lock_fd = self._lock_fd, None
         if lock_fd is not None:
             os.close(lock_fd)  # releases the flock

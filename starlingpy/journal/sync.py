@@ -81,6 +81,11 @@ class GroupCommit:
         self._dirty_files.discard(journal)
 
     @property
+    def dirty_files(self) -> set[JournalFile]:
+        """Journals written since their last fsync."""
+        return self._dirty_files
+
+    @property
     def clean(self) -> bool:
         return not self._dirty_files and not self._dirty_dirs
 

@@ -18,6 +18,9 @@ from typing import Any
 import trio
 
 from ..queue import NO_LIMITS, Item, Owner, Queue, QueueLimits, QueueStatistics, Waiters, wake_one
+from .interface import StoreError
+
+TOO_MANY_QUEUES = b"SERVER_ERROR too many queues"
 
 
 class LocalStore:
@@ -25,8 +28,9 @@ class LocalStore:
 
     def __init__(self, *, default_limits: QueueLimits = NO_LIMITS,
                  limits_by_name: Mapping[bytes, QueueLimits] = {},
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, max_queues: int | None = None) -> None:
         self._default_limits = default_limits
+        self.max_queues = max_queues
         self._limits_by_name = dict(limits_by_name)
         self.clock = clock
         self._queues: dict[bytes, Queue] = {}
@@ -70,6 +74,8 @@ class LocalStore:
         if queue is None:
             if self._closed:
                 raise RuntimeError("store is closed")
+            if self.max_queues is not None and len(self._queues) >= self.max_queues:
+                raise StoreError(TOO_MANY_QUEUES)
             queue = self._new_queue(name)
         return queue
 
