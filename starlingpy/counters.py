@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from starlingpy import __version__
@@ -26,27 +27,26 @@ class ServerCounters:
     bytes_written: int = 0
 
 
-def stats_pairs(counters: ServerCounters, queue_stats: dict, limit_maxbytes: int) -> list[tuple[str, object]]:
-    """Starling's server-wide set, then each queue's lines, from one snapshot.
+def server_stats_pairs(counters: ServerCounters, queue_stats: dict,
+                       limit_maxbytes: int) -> list[tuple[str, object]]:
+    """Starling's server-wide set, from one snapshot of every queue.
 
     ``queue_stats`` maps queue name (bytes) to QueueStatistics, taken in one
-    go by the collection so the numbers agree with each other.
+    go by the store so the numbers agree with each other.
     """
     now = time.time()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    curr_items = sum(s.items for s in queue_stats.values())
-    total_items = sum(s.total_items for s in queue_stats.values())
-    total_bytes = sum(s.bytes for s in queue_stats.values())
-    pairs: list[tuple[str, object]] = [
+    values = queue_stats.values()
+    return [
         ("pid", os.getpid()),
         ("uptime", int(now - counters.started)),
         ("time", int(now)),
         ("version", __version__),
         ("rusage_user", f"{usage.ru_utime:.6f}"),
         ("rusage_system", f"{usage.ru_stime:.6f}"),
-        ("curr_items", curr_items),
-        ("total_items", total_items),
-        ("bytes", total_bytes),
+        ("curr_items", sum(s.items for s in values)),
+        ("total_items", sum(s.total_items for s in values)),
+        ("bytes", sum(s.bytes for s in values)),
         ("curr_connections", counters.curr_connections),
         ("total_connections", counters.total_connections),
         ("rejected_connections", counters.rejected_connections),
@@ -58,17 +58,26 @@ def stats_pairs(counters: ServerCounters, queue_stats: dict, limit_maxbytes: int
         ("bytes_written", counters.bytes_written),
         ("limit_maxbytes", limit_maxbytes),
     ]
-    for name in sorted(queue_stats):
-        s = queue_stats[name]
-        label = "queue_" + name.decode("utf-8", "backslashreplace")
-        pairs += [
-            (f"{label}_items", s.items),
-            (f"{label}_total_items", s.total_items),
-            (f"{label}_logsize", s.logsize),
-            (f"{label}_expired_items", s.expired_items),
-            (f"{label}_age", s.age_ms),
-            (f"{label}_bytes", s.bytes),
-            (f"{label}_open_transactions", s.open_transactions),
-            (f"{label}_waiters", s.waiters),
-        ]
-    return pairs
+
+
+_QUEUE_LINES = b"".join(b"STAT queue_%%s_%s %%d\r\n" % field for field in (
+    b"items", b"total_items", b"logsize", b"expired_items", b"age", b"bytes",
+    b"open_transactions", b"waiters"))
+
+
+def queue_stats_lines(queue_stats: Iterable[tuple[bytes, object]]) -> bytes:
+    """Each queue's ``STAT queue_<name>_*`` lines, in the order given: one
+    bytes format per queue (stats of many queues must not stall the loop)."""
+    lines = _QUEUE_LINES
+    parts = []
+    for name, s in queue_stats:
+        label = name if name.isascii() else _label(name)
+        parts.append(lines % (label, s.items, label, s.total_items, label, s.logsize,
+                              label, s.expired_items, label, s.age_ms, label, s.bytes,
+                              label, s.open_transactions, label, s.waiters))
+    return b"".join(parts)
+
+
+def _label(name: bytes) -> bytes:
+    # Not UTF-8: shown with backslash escapes rather than as raw bytes.
+    return name.decode("utf-8", "backslashreplace").encode("utf-8")

@@ -23,7 +23,7 @@ from functools import partial
 import trio
 
 from starlingpy import __version__
-from starlingpy.counters import ServerCounters, stats_pairs
+from starlingpy.counters import ServerCounters, queue_stats_lines, server_stats_pairs
 from starlingpy.protocol import commands as c
 from starlingpy.protocol import replies
 from starlingpy.store import Pending, Store, StoreError
@@ -32,6 +32,7 @@ log = logging.getLogger("starlingpy.session")
 
 ERROR_ITEM_OPEN = b"CLIENT_ERROR an item is open on this queue; close or abort it first\r\n"
 SHUTDOWN_DISABLED = b"ERROR: shutdown not enabled\r\n"
+STATS_CHUNK = 500  # queues formatted between checkpoints in a large stats reply
 _owner_ids = itertools.count(1)
 
 
@@ -251,11 +252,33 @@ class Session:
     def _stats(self, command: c.Stats) -> bytes | Pending[bytes]:
         snapshot = self.store.statistics()
         if snapshot.__class__ is Pending:
-            return Pending(partial(_then, snapshot, self._stats_reply))
+            return Pending(partial(self._stats_later, snapshot))
+        if len(snapshot) > STATS_CHUNK:
+            return Pending(partial(self._stats_in_chunks, snapshot))
         return self._stats_reply(snapshot)
 
+    def _stats_head(self, snapshot: dict) -> bytes:
+        pairs = server_stats_pairs(self.counters, snapshot, self.control.limit_maxbytes)
+        return replies.stats(pairs)[:-len(replies.END)]
+
     def _stats_reply(self, snapshot: dict) -> bytes:
-        return replies.stats(stats_pairs(self.counters, snapshot, self.control.limit_maxbytes))
+        return self._stats_head(snapshot) + queue_stats_lines(snapshot.items()) + replies.END
+
+    async def _stats_later(self, snapshot: Pending) -> bytes:
+        snapshot = await snapshot.wait()
+        return await self._stats_in_chunks(snapshot)
+
+    async def _stats_in_chunks(self, snapshot: dict) -> bytes:
+        """The reply for many queues, formatted a chunk at a time with a
+        checkpoint between chunks, so other clients are served meanwhile
+        (the snapshot itself was taken at one moment)."""
+        parts = [self._stats_head(snapshot)]
+        entries = list(snapshot.items())
+        for start in range(0, len(entries), STATS_CHUNK):
+            parts.append(queue_stats_lines(entries[start:start + STATS_CHUNK]))
+            await trio.lowlevel.checkpoint()
+        parts.append(replies.END)
+        return b"".join(parts)
 
     def _version(self, command: c.Version) -> bytes:
         return replies.version(f"starlingpy {__version__}")

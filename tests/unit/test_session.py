@@ -131,3 +131,22 @@ async def test_a_store_error_is_the_reply_and_the_session_lives_on():
     s = session_on(Refusing())
     assert await talk(s, b"set q 0 0 1\r\nx\r\nversion\r\n") == (
         b"SERVER_ERROR out of space\r\nVERSION " + (await talk(s, b"version\r\n"))[8:])
+
+
+async def test_stats_of_many_queues_are_formatted_in_chunks_from_one_snapshot():
+    from starlingpy.session import STATS_CHUNK
+
+    store = MemoryStore()
+    count = STATS_CHUNK * 3 + 7
+    for i in range(count):
+        store.put(b"q%05d" % i, b"x" * (i % 5), 0, 0)
+    s = session_on(store)
+    parser = Parser()
+    parser.feed(b"stats\r\n")
+    reply = s.execute(parser.next_command())
+    assert reply.__class__ is Pending  # other clients are served between chunks
+    store.put(b"q00000", b"late", 0, 0)  # after the snapshot: not in this reply
+    wire = await reply.wait()
+    assert wire.count(b"_waiters ") == count
+    assert b"STAT queue_q00000_items 1\r\n" in wire
+    assert b"STAT curr_items %d\r\n" % count in wire and wire.endswith(b"\r\nEND\r\n")
