@@ -67,6 +67,7 @@ class ServerConfig:
     group: str | None = None
     daemonize: bool = False
     verbose: int = 0
+    ready_fd: int | None = None  # command line only (the supervisor's readiness pipe)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from starlingpy import __version__
 from starlingpy.config import PATH_KEYS, Config, ConfigError, ServerConfig, load_config
+from starlingpy.process.daemon import READY_FD_OPTION
 
 
 def register(subparsers) -> None:
@@ -41,6 +42,8 @@ def register(subparsers) -> None:
                    help="let clients stop the server with `shutdown`")
     p.add_argument("--flush-all-empties", dest="flush_all_empties", action="store_true",
                    default=None, help="let `flush_all` empty every queue")
+    p.add_argument(READY_FD_OPTION, dest="ready_fd", type=int,
+                   help="report readiness (or why start-up failed) on this inherited pipe fd")
     p.set_defaults(func=run)
 
 

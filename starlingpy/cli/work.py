@@ -100,9 +100,9 @@ def _run_worker(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import Engine
 
     from starlingpy.client import Client
-    from starlingpy.reaper import PeriodicReaper, become_subreaper, kill_adopted
+    from starlingpy.process.managed import die_with_parent
+    from starlingpy.process.reaper import PeriodicReaper, become_subreaper, kill_adopted
     from starlingpy.worker.loop import Worker
-    from starlingpy.worker.pool import die_with_parent
 
     if args.parent_pid is not None:
         die_with_parent(args.parent_pid)

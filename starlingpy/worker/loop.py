@@ -30,6 +30,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from starlingpy.backoff import Backoff
 from starlingpy.client import ClientError, ConfirmFailed, Message, UnsupportedFeature
 from starlingpy.client.keys import check_queue_name
 from starlingpy.worker.db import Databases
@@ -40,7 +41,7 @@ __all__ = ["Worker", "WorkerStatistics", "StopRequested", "WarmStop", "ColdStop"
 log = logging.getLogger("starlingpy.worker")
 
 # Back-off while the queue server (or a database) is unreachable.
-_BACKOFF_MIN, _BACKOFF_MAX = 0.25, 5.0
+_RETRY_FIRST, _RETRY_MAX = 0.25, 5.0
 
 
 class StopRequested(BaseException):
@@ -116,7 +117,7 @@ class Worker:
         (otherwise it backs off and retries while the server is down).
         """
         handled = 0
-        backoff = _BACKOFF_MIN
+        backoff = Backoff(_RETRY_FIRST, _RETRY_MAX)
         log.info("worker %s starting on queues %s", self.name, ",".join(self.queues))
         try:
             while self.stop_requested is None:
@@ -129,11 +130,11 @@ class Worker:
                 except (ClientError, _DatabaseUnavailable) as exc:
                     if burst:
                         raise
-                    log.warning("worker %s: %s; retrying in %.2fs", self.name, exc, backoff)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                    delay = backoff.next_delay()
+                    log.warning("worker %s: %s; retrying in %.2fs", self.name, exc, delay)
+                    time.sleep(delay)
                     continue
-                backoff = _BACKOFF_MIN
+                backoff.reset()
                 if got_one:
                     handled += 1
                 elif burst:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from starlingpy.backoff import RestartPolicy
 from starlingpy.client.queue_stats import queue_items
 from starlingpy.config import ConfigError, line_of
-from starlingpy.pidfile import (
+from starlingpy.process.pidfile import (
     PidFileError,
     claim_pid_file,
     live_pid,
@@ -23,8 +24,7 @@ from starlingpy.pidfile import (
     release_pid_file,
     write_pid,
 )
-from starlingpy.reaper import zombie_children
-from starlingpy.supervisor.backoff import RestartPolicy
+from starlingpy.process.reaper import zombie_children
 from starlingpy.supervisor.config import load_tier
 from starlingpy.supervisor.state import ProcessRecord, TierState, load_state, save_state
 from tests.support import wait_until

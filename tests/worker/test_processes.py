@@ -176,7 +176,7 @@ def test_failed_cli_lists_retries_and_drops(server, client, marks, tasks):
 
 def test_pool_restarts_a_crashed_worker_and_numbers_its_workers(server, client, marks, tasks):
     pool = WorkerProcess(server, marks, "--instances", "2", "--queues", "fast")
-    started = re.compile(rb"worker (\d) started, pid (\d+)")
+    started = re.compile(rb"worker (\d): started, pid (\d+)")
     wait_until(lambda: len(started.findall(pool.log)) == 2 and pool.log.count(b"starting on queues") == 2,
                timeout=30, message="two workers up")
     victim = int(started.findall(pool.log)[0][1])
