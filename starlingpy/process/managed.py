@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -259,7 +260,7 @@ async def reap_orphans_forever(processes: Callable[[], Sequence[ManagedProcess]]
     while True:
         current = processes()
         if not any(p.spawning for p in current):
-            reap_orphans(lambda: managed_pids(current))
+            reap_orphans(partial(managed_pids, current))
         await trio.sleep(REAP_INTERVAL)
 
 
