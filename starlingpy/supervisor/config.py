@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from starlingpy.config import Config, ConfigError, key_error, load_config
+from starlingpy.protocol.keys import queue_name_problem
 
 _POOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 
 
 @dataclass(frozen=True)
@@ -152,9 +152,11 @@ def _read_pool(path: Path, text: str, name: str, table: Any) -> PoolConfig:
         raise r.error("", "a pool name is 1-64 letters, digits, '_' or '-'")
     r.check_known({"module", "queues", "instances", "directory", "env"})
     queues = r.table.get("queues")
-    if (not isinstance(queues, list) or not queues
-            or not all(isinstance(q, str) and _QUEUE_NAME.match(q) for q in queues)):
+    if not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues):
         raise r.error("queues", f"expected a non-empty list of queue names, got {queues!r}")
+    for queue in queues:
+        if (problem := queue_name_problem(queue.encode())) is not None:
+            raise r.error("queues", f"queue name {queue!r} {problem}")
     env = r.table.get("env", {})
     if not isinstance(env, Mapping) or not all(isinstance(v, str) for v in env.values()):
         raise r.error("env", "expected a table of strings")

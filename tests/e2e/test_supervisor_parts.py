@@ -74,11 +74,17 @@ def test_good_config_resolves_paths_against_the_file(tmp_path):
     assert (mailers.name, mailers.instances, mailers.directory) == ("mailers", 1, tmp_path.resolve())
 
 
+def test_pool_queues_follow_the_protocol_name_rule(tmp_path):
+    tier = load_tier(write(tmp_path, GOOD.replace('queues = ["mail"]', 'queues = ["é", "mail.v2"]')))
+    assert tier.pools[1].queues == ("é", "mail.v2")
+
+
 @pytest.mark.parametrize("old, new, key, line", [
     ("instances = 4", 'instances = "four"', "pools.graders.instances", 14),
     ("instances = 1", "instances = 0", "pools.mailers.instances", 21),
     ('queues = ["mail"]', "queues = []", "pools.mailers.queues", 20),
     ('queues = ["mail"]', 'queues = ["bad name"]', "pools.mailers.queues", 20),
+    ('queues = ["mail"]', 'queues = ["mail/open"]', "pools.mailers.queues", 20),
     ("grace_period = 3", "grace_perod = 3", "supervisor.grace_perod", 9),
     ("grace_period = 3", "grace_period = true", "supervisor.grace_period", 9),
     ('module = "mail.tasks"\n', "", "pools.mailers.module", 18),  # missing: its table
