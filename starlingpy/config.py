@@ -8,7 +8,7 @@ Starling's own).  Ours::
     host = "127.0.0.1"
     port = 22122
     queue_path = "var/spool"      # relative paths resolve against this file's folder
-    sync = "1000"                 # "always" | "never" | period in ms
+    sync = "1000"                 # "always" | "never" | period in ms (checked on load)
     max_item_size = 16777216
     max_connections = 4096
     timeout = 0                   # idle disconnect in seconds, 0 = never
@@ -24,8 +24,15 @@ Starling's own).  Ours::
     max_bytes = 104857600
     discard_old = true
 
-Other top-level tables (``[supervisor]``, ``[[pool]]``) belong to their
-owners, who read them from ``Config.raw``.
+Other top-level tables (``[supervisor]``, ``[pools.NAME]``) belong to their
+owners, who read them from ``Config.raw`` with :func:`read_table` and a
+schema of :class:`Field` s, like the tables here: one validator, whose
+errors name the key and its line.
+
+Why no schema library (pydantic, msgspec): ``tomllib`` keeps no positions,
+so naming the line is ours to do whatever validates the types, and the
+whole schema is a few dozen scalar keys; a dependency would not remove the
+part that needs code.
 """
 
 from __future__ import annotations
@@ -33,12 +40,13 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from starlingpy import DEFAULT_PORT
+from starlingpy.journal.sync import SyncPolicy
 from starlingpy.queue import QueueLimits
 
 MIB = 1024 * 1024
@@ -53,7 +61,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     queue_path: Path = Path("var/spool")
-    sync: str = "1000"
+    sync: SyncPolicy = SyncPolicy("periodic", 1000)
     max_item_size: int = 16 * MIB
     max_connections: int = 4096
     max_line: int = 2048
@@ -83,19 +91,44 @@ class Config:
         return self.limits_by_name.get(name, self.default_limits)
 
 
-# Types we accept per key; paths are resolved against the file's folder.
-_SERVER_KEYS: dict[str, tuple[type, ...]] = {
-    "host": (str,), "port": (int,), "queue_path": (str,), "sync": (str, int),
-    "max_item_size": (int,), "max_connections": (int,), "max_line": (int,),
-    "timeout": (int, float), "enable_shutdown": (bool,), "flush_all_empties": (bool,),
-    "max_journal_size": (int,), "log": (str,), "pid": (str,), "user": (str,),
-    "group": (str,), "daemonize": (bool,), "verbose": (int,),
+@dataclass(frozen=True)
+class Field:
+    """What one key accepts: its types, a lower bound for numbers, whether it
+    is a path (resolved against the file's folder), whether it must be set,
+    and an extra ``check`` returning the value to keep (raise ValueError
+    with the problem in words to refuse it)."""
+
+    types: tuple[type, ...]
+    minimum: float | None = 0
+    path: bool = False
+    required: bool = False
+    check: Callable[[Any], Any] | None = None
+
+
+def _sync_policy(value: Any) -> SyncPolicy:
+    return SyncPolicy.parse(str(value))  # ValueError names the problem
+
+
+# One schema per table: the only description of what a file may say. A new
+# section adds its schema here and a reader in parse_config (or its owner's
+# module, as the supervisor's does).
+SERVER_SCHEMA: dict[str, Field] = {
+    "host": Field((str,)), "port": Field((int,)), "queue_path": Field((str,), path=True),
+    "sync": Field((str, int), check=_sync_policy),
+    "max_item_size": Field((int,)), "max_connections": Field((int,), minimum=1),
+    "max_line": Field((int,), minimum=1), "timeout": Field((int, float)),
+    "enable_shutdown": Field((bool,)), "flush_all_empties": Field((bool,)),
+    "max_journal_size": Field((int,)), "log": Field((str,), path=True),
+    "pid": Field((str,), path=True), "user": Field((str,)), "group": Field((str,)),
+    "daemonize": Field((bool,)), "verbose": Field((int,)),
 }
-PATH_KEYS = {"queue_path", "log", "pid"}
-_LIMIT_KEYS: dict[str, tuple[type, ...]] = {
-    "max_items": (int,), "max_bytes": (int,), "max_item_size": (int,),
-    "max_age": (int, float), "discard_old": (bool,),
+PATH_KEYS = {key for key, f in SERVER_SCHEMA.items() if f.path}
+LIMITS_SCHEMA: dict[str, Field] = {
+    "max_items": Field((int,)), "max_bytes": Field((int,)), "max_item_size": Field((int,)),
+    "max_age": Field((int, float)), "discard_old": Field((bool,)),
 }
+# Top-level tables a file may hold; the supervisor reads its own from Config.raw.
+SECTIONS = {"server", "queues", "supervisor", "pool", "pools", "workers", "app"}
 # Ruby Starling's YAML keys (its `starling:` section) mapped onto ours.
 _STARLING_YAML_KEYS = {
     "host": "host", "port": "port", "queue_path": "queue_path", "timeout": "timeout",
@@ -155,43 +188,49 @@ def key_error(path: Path | None, text: str, key: str, problem: str) -> ConfigErr
     return ConfigError(f"{at}: key {key!r}: {problem}")
 
 
-def _check_type(path, text, key, value, types) -> Any:
-    # bool is an int in Python; refuse it where a number is wanted.
-    if isinstance(value, bool) and bool not in types:
-        raise key_error(path, text, key, f"expected {'/'.join(t.__name__ for t in types)}, got a boolean")
-    if not isinstance(value, types):
-        raise key_error(path, text, key, f"expected {'/'.join(t.__name__ for t in types)}, "
-                                         f"got {type(value).__name__}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-        raise key_error(path, text, key, "must not be negative")
-    return value
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
+             list: "a list", dict: "a table"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
 
 
-def _server_from(table: Mapping[str, Any], path: Path | None, text: str, prefix: str) -> dict:
+def read_table(path: Path | None, text: str, table: Any, prefix: str,
+               schema: Mapping[str, Field]) -> dict[str, Any]:
+    """Check ``table`` (the TOML table at dotted ``prefix``) against
+    ``schema``: the values set, typed, bounded and resolved. Raises a
+    ConfigError naming the key and its line."""
+    if not isinstance(table, Mapping):
+        raise key_error(path, text, prefix, "expected a table")
+    for key in schema:
+        if schema[key].required and key not in table:
+            raise key_error(path, text, f"{prefix}.{key}", "is required")
     values: dict[str, Any] = {}
     for key, value in table.items():
-        if key not in _SERVER_KEYS:
-            raise key_error(path, text, f"{prefix}{key}", "unknown key")
-        value = _check_type(path, text, f"{prefix}{key}", value, _SERVER_KEYS[key])
-        if key in PATH_KEYS:
+        dotted = f"{prefix}.{key}"
+        field_ = schema.get(key)
+        if field_ is None:
+            raise key_error(path, text, dotted,
+                            f"unknown key (expected one of: {', '.join(sorted(schema))})")
+        # bool is an int in Python; refuse it where a number is wanted.
+        if not isinstance(value, field_.types) or (isinstance(value, bool) and bool not in field_.types):
+            raise key_error(path, text, dotted, f"expected {_type_names(field_.types)}, "
+                                                f"got {type(value).__name__} {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if field_.minimum is not None and value < field_.minimum:
+                raise key_error(path, text, dotted, f"must be at least {field_.minimum}, got {value}")
+        if isinstance(value, str) and field_.path:
+            if not value:
+                raise key_error(path, text, dotted, "expected a path, got an empty string")
             value = Path(value)
             if path is not None and not value.is_absolute():
                 value = path.parent / value
-        if key == "sync":
-            value = str(value)
+        if field_.check is not None:
+            try:
+                value = field_.check(value)
+            except ValueError as error:
+                raise key_error(path, text, dotted, str(error)) from None
         values[key] = value
     return values
-
-
-def _limits_from(table: Any, path: Path | None, text: str, prefix: str) -> QueueLimits:
-    if not isinstance(table, Mapping):
-        raise key_error(path, text, prefix.rstrip("."), "expected a table")
-    values = {}
-    for key, value in table.items():
-        if key not in _LIMIT_KEYS:
-            raise key_error(path, text, f"{prefix}{key}", "unknown key")
-        values[key] = _check_type(path, text, f"{prefix}{key}", value, _LIMIT_KEYS[key])
-    return QueueLimits(**values)
 
 
 def parse_config(text: str, path: Path | None = None) -> Config:
@@ -202,28 +241,22 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path or 'config'}: {error}") from None
-    unknown = set(raw) - {"server", "queues", "supervisor", "pool", "pools", "workers", "app"}
+    unknown = set(raw) - SECTIONS
     if unknown:
-        key = sorted(unknown)[0]
-        raise key_error(path, text, key, "unknown section")
-    server_table = raw.get("server", {})
-    if not isinstance(server_table, Mapping):
-        raise key_error(path, text, "server", "expected a table")
-    server = ServerConfig(**_server_from(server_table, path, text, "server."))
+        raise key_error(path, text, sorted(unknown)[0],
+                        f"unknown section (expected one of: {', '.join(sorted(SECTIONS))})")
+    server = ServerConfig(**read_table(path, text, raw.get("server", {}), "server", SERVER_SCHEMA))
     queues = raw.get("queues", {})
     if not isinstance(queues, Mapping):
         raise key_error(path, text, "queues", "expected a table")
-    default = _limits_from(queues.get("default", {}), path, text, "queues.default.")
-    by_name = {name.encode(): dataclasses.replace(default, **_explicit(
-                   _limits_from(table, path, text, f"queues.{name}."), table))
+    default = QueueLimits(**read_table(path, text, queues.get("default", {}), "queues.default",
+                                       LIMITS_SCHEMA))
+    # A per-queue table overrides only what it sets; the rest inherit the default.
+    by_name = {name.encode(): dataclasses.replace(default, **read_table(
+                   path, text, table, f"queues.{name}", LIMITS_SCHEMA))
                for name, table in queues.items() if name != "default"}
     return Config(server=server, default_limits=default, limits_by_name=by_name, path=path, raw=raw,
                   text=text)
-
-
-def _explicit(limits: QueueLimits, table: Mapping[str, Any]) -> dict:
-    """The fields a per-queue table actually set (the rest inherit the default)."""
-    return {key: getattr(limits, key) for key in table}
 
 
 def _parse_starling_yaml(text: str, path: Path) -> Config:
@@ -237,8 +270,8 @@ def _parse_starling_yaml(text: str, path: Path) -> Config:
     if not isinstance(section, Mapping):
         raise ConfigError(f"{path}: a Starling config needs a 'starling:' section")
     table = {_STARLING_YAML_KEYS[k]: v for k, v in section.items() if k in _STARLING_YAML_KEYS}
-    return Config(server=ServerConfig(**_server_from(table, path, text, "starling.")), path=path, raw=raw,
-                  text=text)
+    server = ServerConfig(**read_table(path, text, table, "starling", SERVER_SCHEMA))
+    return Config(server=server, path=path, raw=raw, text=text)
 
 
 def load_config(path: str | Path) -> Config:
