@@ -30,20 +30,6 @@ NOT_PLAIN = _CONTROL + _RESERVED
 
 _FLAG_OPTIONS = {b"open": "open", b"close": "close", b"abort": "abort", b"peek": "peek"}
 
-# Parsed keys by raw key: workers poll the same few queues over and over, and a
-# GetKey is immutable, so sharing one saves its (slow, frozen) construction.
-_KEY_MEMO: dict[bytes, GetKey] = {}
-_KEY_MEMO_LIMIT = 1024
-
-
-def remember(memo: dict, key, value, limit: int = _KEY_MEMO_LIMIT) -> None:
-    """Store in a bounded memo: crude (it empties when full) but bounded, so a
-    client cycling through ever new keys only costs misses."""
-    if len(memo) >= limit:
-        memo.clear()
-    memo[key] = value
-
-
 def is_plain_queue_name(name: bytes) -> bool:
     """True when ``name`` is a valid plain queue name (the common, fast case)."""
     return 0 < len(name) <= MAX_KEY_LENGTH and len(name.translate(None, NOT_PLAIN)) == len(name)
@@ -85,15 +71,9 @@ def check_queue_name(name: bytes, *, noreply: bool = False) -> bytes:
 def parse_get_key(raw: bytes) -> GetKey:
     """Parse one ``get`` key; raise ProtocolError (``bad command line format``
     or ``bad queue name``) when it is malformed."""
-    key = _KEY_MEMO.get(raw)
-    if key is not None:
-        return key
     if is_plain_queue_name(raw):
-        key = GetKey(raw, (raw,))
-    else:
-        key = _parse_compound_key(raw)
-    remember(_KEY_MEMO, raw, key)
-    return key
+        return GetKey(raw, (raw,))
+    return _parse_compound_key(raw)
 
 
 def _parse_compound_key(raw: bytes) -> GetKey:
