@@ -153,7 +153,7 @@ class Parser:
 
     def __init__(self, max_line: int = 2048, max_item_size: int = 16 * 1024 * 1024) -> None:
         self._buf = bytearray()
-        self._pos = 0  # read offset; the parsed prefix is cut by _compact
+        self._pos = 0  # read offset; the parsed prefix is cut on feed()
         self._state = _LINES
         self._max_line = max_line
         # A valid line and its terminator fit in max_line + 2 bytes, so that
@@ -173,24 +173,13 @@ class Parser:
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes of input the parser holds.
-
-        Whenever next_command() has returned None this is exactly the input
-        not parsed yet (the parsed prefix is cut then, and on feed()).
-        """
-        return len(self._buf)
-
-    def _compact(self) -> None:
-        """Cut the parsed prefix: the one place the buffer shrinks. Cutting a
-        bytearray's front is cheap in CPython (it moves the array's start
-        instead of copying)."""
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
+        """Bytes of input not parsed yet. The parser holds at most these plus
+        the already parsed part of the last chunk fed (cut on the next feed)."""
+        return len(self._buf) - self._pos
 
     def _drop_buffered(self) -> None:
-        self._pos = len(self._buf)
-        self._compact()
+        del self._buf[:]
+        self._pos = 0
 
     def feed(self, data: bytes) -> None:
         """Add received bytes. Never raises for any input; errors surface in
@@ -200,7 +189,12 @@ class Parser:
             return
         if self._eof:
             raise RuntimeError("feed() after feed_eof()")
-        self._compact()
+        if self._pos:
+            # The one place the parsed prefix is cut (h11 too compacts once
+            # per event batch, not per event): cutting a bytearray's front is
+            # cheap in CPython, it moves the array's start instead of copying.
+            del self._buf[: self._pos]
+            self._pos = 0
         self._buf += data
         if state is _DISCARD or state is _SKIP:
             self._drop()
@@ -232,7 +226,6 @@ class Parser:
         if newline < 0:
             if len(buf) - pos >= self._window:
                 self._die(LINE_TOO_LONG)
-            self._compact()
             return self._read_eof() if self._eof else None
         self._pos = newline + 1
         end = newline - 1 if newline > pos and buf[newline - 1] == 13 else newline
@@ -342,7 +335,6 @@ class Parser:
             if self._state is not _BLOCK:
                 self._state = _BLOCK
                 self._block = (queue, flags, exptime, size, noreply)
-            self._compact()
             return self._read_eof() if self._eof else None
         self._state = _LINES
         self._block = None
