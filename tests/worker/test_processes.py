@@ -256,3 +256,33 @@ def test_a_pool_adopts_the_orphans_of_a_killed_worker_and_kills_them_when_it_sto
             os.kill(orphan, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+LIBRARY_WORKER = """
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+from starlingpy.client import Client
+from starlingpy.worker import Worker
+from tests.worker.sample_tasks import tasks
+client = Client([sys.argv[1]])
+Worker(tasks, ["fast"], client=client, adopt_orphans=True).work(burst=True)
+print("returned", flush=True)
+"""
+
+
+def test_a_library_caller_of_work_gets_the_clean_up_too(server, marks, tasks):
+    tasks.get("orphan").push("lib")
+    env = dict(os.environ, SAMPLE_MARKS=str(marks), PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", LIBRARY_WORKER, server.address], cwd=REPO, env=env,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0 and b"returned" in done.stdout, done.stderr.decode()
+    [mark] = marks_matching(marks, "orphan-lib")
+    orphan = pid_of(mark)
+    try:
+        assert b"killed 1 orphaned process(es)" in done.stderr, done.stderr.decode()
+        assert parent_of(orphan) is None, "the adopted sleeper did not outlive work()"
+    finally:
+        try:
+            os.kill(orphan, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
