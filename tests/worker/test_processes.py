@@ -194,6 +194,15 @@ def test_pool_restarts_a_crashed_worker_and_numbers_its_workers(server, client, 
     assert pool.wait() == 0, pool.log.decode()
 
 
+def kill_if_alive(*pids: int) -> None:
+    """Leave no test orphan behind, whatever the test's outcome."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def parent_of(pid: int) -> int | None:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -226,11 +235,7 @@ def test_the_worker_reaps_the_orphans_of_its_tasks_and_kills_them_when_it_stops(
         wait_until(lambda: parent_of(running) is None, timeout=20,
                    message="the orphan still running killed when the worker stopped")
     finally:
-        for pid in (dead, running):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_if_alive(dead, running)
 
 
 def test_a_pool_adopts_the_orphans_of_a_killed_worker_and_kills_them_when_it_stops(server, marks,
@@ -252,10 +257,7 @@ def test_a_pool_adopts_the_orphans_of_a_killed_worker_and_kills_them_when_it_sto
         assert pool.wait() == 0, pool.log.decode()
         assert parent_of(orphan) is None, "killed and reaped when the pool stopped"
     finally:
-        try:
-            os.kill(orphan, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_if_alive(orphan)
 
 
 LIBRARY_WORKER = """
@@ -282,7 +284,4 @@ def test_a_library_caller_of_work_gets_the_clean_up_too(server, marks, tasks):
         assert b"killed 1 orphaned process(es)" in done.stderr, done.stderr.decode()
         assert parent_of(orphan) is None, "the adopted sleeper did not outlive work()"
     finally:
-        try:
-            os.kill(orphan, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_if_alive(orphan)
