@@ -1,4 +1,4 @@
-"""Queue names and the get-key syntax of PROTOCOL.md (``a|b/t=500/open``).
+"""Queue names and the get-key syntax of docs/protocol.md (``a|b/t=500/open``).
 
 pymemcache's own key check (``check_key``) only refuses whitespace, NUL and
 keys over 250 bytes, and with ``allow_unicode_keys=False`` it refuses
