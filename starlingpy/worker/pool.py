@@ -32,7 +32,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -60,17 +60,18 @@ class WorkerPool:
     ``command`` gets ``--parent-pid <pid>`` appended. :meth:`run` blocks
     until every child has exited after a stop (or on its own, exit 0, or
     given up on in a crash loop) and returns 0 if all of them ended well,
-    else 1.
+    else 1. ``policy`` makes each child's restart policy.
     """
 
-    def __init__(self, command: Sequence[str], instances: int, env: dict | None = None) -> None:
+    def __init__(self, command: Sequence[str], instances: int, env: dict | None = None,
+                 policy: Callable[[], RestartPolicy] = RestartPolicy) -> None:
         if instances < 1:
             raise ValueError("instances must be >= 1")
         argv = [*command, "--parent-pid", str(os.getpid())]
         base_env = dict(os.environ if env is None else env)
         self.workers = [
             ManagedProcess(ProcessRecord(name=f"worker {index}", kind="worker"), argv,
-                           env={**base_env, WORKER_INDEX_ENV: str(index)}, policy=RestartPolicy(),
+                           env={**base_env, WORKER_INDEX_ENV: str(index)}, policy=policy(),
                            restart_on_success=False)
             for index in range(instances)]
 

@@ -285,3 +285,28 @@ def test_a_library_caller_of_work_gets_the_clean_up_too(server, marks, tasks):
         assert parent_of(orphan) is None, "the adopted sleeper did not outlive work()"
     finally:
         kill_if_alive(orphan)
+
+
+POOL = """
+import logging, sys
+from starlingpy.backoff import RestartPolicy
+from starlingpy.worker.pool import WorkerPool
+logging.basicConfig(level=logging.INFO)
+child = [sys.executable, "-c", "import sys; sys.exit(int(sys.argv[1]))", sys.argv[1]]
+quick = lambda: RestartPolicy(initial=0.01, maximum=0.05, loop_restarts=2, loop_window=60)
+sys.exit(WorkerPool(child, 2, policy=quick).run())
+"""
+
+
+@pytest.mark.parametrize("child_exit, pool_exit, starts", [(0, 0, 2), (3, 1, 6)])
+def test_a_pool_does_not_restart_a_finished_child_and_gives_up_on_a_crash_loop(child_exit, pool_exit,
+                                                                              starts):
+    # In a process of its own: the pool makes itself the subreaper of its tree.
+    pool = subprocess.run([sys.executable, "-c", POOL, str(child_exit)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert pool.returncode == pool_exit, pool.stderr
+    assert pool.stderr.count(": started, pid") == starts, pool.stderr
+    if child_exit:
+        assert pool.stderr.count("crash loop, not restarting") == 2
+    else:
+        assert pool.stderr.count("finished (exit status 0)") == 2
