@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+BASE   := $(VENV)/.installed
 STAMP  := $(VENV)/.installed-test
 HOST   ?= 127.0.0.1
 PORT   ?= 22122
@@ -10,9 +11,14 @@ SPOOL  ?= var/spool
 
 .PHONY: serve test test-fast bench lint demo clean
 
-$(STAMP): pyproject.toml
+# What serving needs, and nothing else (no test extras: selenium, drivers).
+$(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(STAMP): $(BASE)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
@@ -20,14 +26,15 @@ $(VENV)/.installed-dev: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,dev]'
 	touch $@
 
-serve: $(STAMP)
+serve: $(BASE)
 	$(BIN)/starlingpy serve -h $(HOST) -p $(PORT) -q $(SPOOL)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Every unit test (by marker, wherever it lives), in seconds.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -m unit
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

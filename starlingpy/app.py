@@ -15,10 +15,10 @@ from functools import partial
 import trio
 
 from starlingpy.config import Config, ServerConfig
-from starlingpy.daemon import daemonize
 from starlingpy.journal import SyncPolicy
 from starlingpy.journal.store import MAX_OPEN_JOURNALS, JournalStore, StartupError
-from starlingpy.pidfile import PidFileError, claim_pid_file, release_pid_file
+from starlingpy.process.daemon import daemonize, reporter
+from starlingpy.process.pidfile import PidFileError, claim_pid_file, release_pid_file
 from starlingpy.tcp import ListenError, QueueServer
 
 log = logging.getLogger("starlingpy")
@@ -48,6 +48,8 @@ def start_server(config: Config) -> int:
     """Run a server to completion; the process exit status."""
     settings = config.server
     notify = daemonize(settings.log) if settings.daemonize else None
+    if notify is None and settings.ready_fd is not None:
+        notify = reporter(settings.ready_fd)  # a supervisor waits on it
     setup_logging(settings)
 
     def fail(message: str) -> int:

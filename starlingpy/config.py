@@ -12,13 +12,13 @@ Starling's own).  Ours::
     timeout = 0                   # idle disconnect in seconds, 0 = never
     enable_shutdown = false
     flush_all_empties = false
-    log = "var/log/server.log"     # relative paths resolve against this file's folder
+    log = "var/log/server.log"    # relative paths resolve against this file's folder
     pid = "var/run/server.pid"
 
-    [store]                       # where the queues are kept
+    [store]                       # where the queues are kept (docs/storage.md)
     kind = "journal"              # the only kind so far: journal files in queue_path
     queue_path = "var/spool"
-    sync = "1000"                 # "always" | "never" | period in ms
+    sync = "1000"                 # "always" | "never" | period in ms (checked on load)
     max_journal_size = 16777216
     max_queues = 10000            # past it, a set to a new name: SERVER_ERROR too many queues
     file_mode = 0o600             # journals hold the messages
@@ -32,8 +32,15 @@ Starling's own).  Ours::
     max_bytes = 104857600
     discard_old = true
 
-Other top-level tables (``[supervisor]``, ``[[pool]]``) belong to their
-owners, who read them from ``Config.raw``.
+Other top-level tables (``[supervisor]``, ``[pools.NAME]``) belong to their
+owners, who read them from ``Config.raw`` with :func:`read_table` and a
+schema of :class:`Field` s, like the tables here: one validator, whose
+errors name the key and its line.
+
+Why no schema library (pydantic, msgspec): ``tomllib`` keeps no positions,
+so naming the line is ours to do whatever validates the types, and the
+whole schema is a few dozen scalar keys; a dependency would not remove the
+part that needs code.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +80,7 @@ class ServerConfig:
     group: str | None = None
     daemonize: bool = False
     verbose: int = 0
+    ready_fd: int | None = None  # command line only (the supervisor's readiness pipe)
 
 
 STORE_KINDS = ("journal",)
@@ -83,9 +91,9 @@ class StoreConfig:
     """Where the queues are kept: the store's own settings, apart from the process's."""
     kind: str = "journal"
     queue_path: Path = Path("var/spool")
-    sync: str = "1000"
+    sync: SyncPolicy = SyncPolicy("periodic", 1000)
     max_journal_size: int = 16 * MIB
-    max_queues: int = 10_000
+    max_queues: int = 10_000  # 0: no limit
     file_mode: int = 0o600  # journals hold the messages
 
 
@@ -103,24 +111,55 @@ class Config:
         return self.limits_by_name.get(name, self.default_limits)
 
 
-# Types we accept per key; paths are resolved against the file's folder.
-_STORE_KEYS: dict[str, tuple[type, ...]] = {
-    "kind": (str,), "queue_path": (str,), "sync": (str, int), "max_journal_size": (int,),
-    "max_queues": (int,), "file_mode": (int,),
+@dataclass(frozen=True)
+class Field:
+    """What one key accepts: its types, a lower bound for numbers, whether it
+    is a path (resolved against the file's folder), whether it must be set,
+    and an extra ``check`` returning the value to keep (raise ValueError
+    with the problem in words to refuse it)."""
+
+    types: tuple[type, ...]
+    minimum: float | None = 0
+    path: bool = False
+    required: bool = False
+    check: Callable[[Any], Any] | None = None
+
+
+def _sync_policy(value: Any) -> SyncPolicy:
+    return SyncPolicy.parse(str(value))  # ValueError names the problem
+
+
+def _store_kind(value: str) -> str:
+    if value not in STORE_KINDS:
+        raise ValueError(f"unknown store {value!r} (known: {', '.join(STORE_KINDS)})")
+    return value
+
+
+# One schema per table: the only description of what a file may say. A new
+# section adds its schema here and a reader in parse_config (or its owner's
+# module, as the supervisor's does).
+SERVER_SCHEMA: dict[str, Field] = {
+    "host": Field((str,)), "port": Field((int,)),
+    "max_item_size": Field((int,)), "max_connections": Field((int,), minimum=1),
+    "max_line": Field((int,), minimum=1), "timeout": Field((int, float)),
+    "enable_shutdown": Field((bool,)), "flush_all_empties": Field((bool,)),
+    "log": Field((str,), path=True),
+    "pid": Field((str,), path=True), "user": Field((str,)), "group": Field((str,)),
+    "daemonize": Field((bool,)), "verbose": Field((int,)),
 }
-_SERVER_KEYS: dict[str, tuple[type, ...]] = {
-    "host": (str,), "port": (int,),
-    "max_item_size": (int,), "max_connections": (int,), "max_line": (int,),
-    "timeout": (int, float), "enable_shutdown": (bool,), "flush_all_empties": (bool,),
-    "log": (str,), "pid": (str,), "user": (str,),
-    "group": (str,), "daemonize": (bool,), "verbose": (int,),
+STORE_SCHEMA: dict[str, Field] = {
+    "kind": Field((str,), check=_store_kind), "queue_path": Field((str,), path=True),
+    "sync": Field((str, int), check=_sync_policy), "max_journal_size": Field((int,)),
+    "max_queues": Field((int,)), "file_mode": Field((int,), check=lambda mode: mode & 0o777),
 }
-_STORE_KEYS_IN_SERVER = {"queue_path", "sync", "max_journal_size"}  # where older files set them
-PATH_KEYS = {"queue_path", "log", "pid"}
-_LIMIT_KEYS: dict[str, tuple[type, ...]] = {
-    "max_items": (int,), "max_bytes": (int,), "max_item_size": (int,),
-    "max_age": (int, float), "discard_old": (bool,),
+STORE_KEYS_IN_SERVER = ("queue_path", "sync", "max_journal_size")  # where older files set them
+PATH_KEYS = {key for schema in (SERVER_SCHEMA, STORE_SCHEMA) for key, f in schema.items() if f.path}
+LIMITS_SCHEMA: dict[str, Field] = {
+    "max_items": Field((int,)), "max_bytes": Field((int,)), "max_item_size": Field((int,)),
+    "max_age": Field((int, float)), "discard_old": Field((bool,)),
 }
+# Top-level tables a file may hold; the supervisor reads its own from Config.raw.
+SECTIONS = {"server", "store", "queues", "supervisor", "pool", "pools", "workers", "app"}
 # Ruby Starling's YAML keys (its `starling:` section) mapped onto ours.
 _STARLING_YAML_KEYS = {
     "host": "host", "port": "port", "queue_path": "queue_path", "timeout": "timeout",
@@ -180,64 +219,49 @@ def key_error(path: Path | None, text: str, key: str, problem: str) -> ConfigErr
     return ConfigError(f"{at}: key {key!r}: {problem}")
 
 
-def _check_type(path, text, key, value, types) -> Any:
-    # bool is an int in Python; refuse it where a number is wanted.
-    if isinstance(value, bool) and bool not in types:
-        raise key_error(path, text, key, f"expected {'/'.join(t.__name__ for t in types)}, got a boolean")
-    if not isinstance(value, types):
-        raise key_error(path, text, key, f"expected {'/'.join(t.__name__ for t in types)}, "
-                                         f"got {type(value).__name__}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-        raise key_error(path, text, key, "must not be negative")
-    return value
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
+             list: "a list", dict: "a table"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
 
 
-def _table_from(table: Mapping[str, Any], keys: Mapping[str, tuple[type, ...]],
-                path: Path | None, text: str, prefix: str) -> dict:
+def read_table(path: Path | None, text: str, table: Any, prefix: str,
+               schema: Mapping[str, Field]) -> dict[str, Any]:
+    """Check ``table`` (the TOML table at dotted ``prefix``) against
+    ``schema``: the values set, typed, bounded and resolved. Raises a
+    ConfigError naming the key and its line."""
     if not isinstance(table, Mapping):
-        raise key_error(path, text, prefix.rstrip("."), "expected a table")
+        raise key_error(path, text, prefix, "expected a table")
+    for key in schema:
+        if schema[key].required and key not in table:
+            raise key_error(path, text, f"{prefix}.{key}", "is required")
     values: dict[str, Any] = {}
     for key, value in table.items():
-        if key not in keys:
-            raise key_error(path, text, f"{prefix}{key}", "unknown key")
-        value = _check_type(path, text, f"{prefix}{key}", value, keys[key])
-        if key in PATH_KEYS:
+        dotted = f"{prefix}.{key}"
+        field_ = schema.get(key)
+        if field_ is None:
+            raise key_error(path, text, dotted,
+                            f"unknown key (expected one of: {', '.join(sorted(schema))})")
+        # bool is an int in Python; refuse it where a number is wanted.
+        if not isinstance(value, field_.types) or (isinstance(value, bool) and bool not in field_.types):
+            raise key_error(path, text, dotted, f"expected {_type_names(field_.types)}, "
+                                                f"got {type(value).__name__} {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if field_.minimum is not None and value < field_.minimum:
+                raise key_error(path, text, dotted, f"must be at least {field_.minimum}, got {value}")
+        if isinstance(value, str) and field_.path:
+            if not value:
+                raise key_error(path, text, dotted, "expected a path, got an empty string")
             value = Path(value)
             if path is not None and not value.is_absolute():
                 value = path.parent / value
-        if key == "sync":
-            value = str(value)
+        if field_.check is not None:
             try:
-                SyncPolicy.parse(value)
+                value = field_.check(value)
             except ValueError as error:
-                raise key_error(path, text, f"{prefix}{key}", str(error)) from None
-        if key == "kind" and value not in STORE_KINDS:
-            raise key_error(path, text, f"{prefix}{key}",
-                            f"unknown store {value!r} (known: {', '.join(STORE_KINDS)})")
+                raise key_error(path, text, dotted, str(error)) from None
         values[key] = value
     return values
-
-
-def _server_and_store(server_table: Any, store_table: Any, path: Path | None, text: str,
-                      prefix: str) -> tuple[ServerConfig, StoreConfig]:
-    """The [server] and [store] tables; store keys found in [server] (older
-    files) count for the store unless [store] sets them too."""
-    server_keys = {**_SERVER_KEYS, **{k: _STORE_KEYS[k] for k in _STORE_KEYS_IN_SERVER}}
-    server = _table_from(server_table, server_keys, path, text, prefix)
-    store = {key: server.pop(key) for key in _STORE_KEYS_IN_SERVER if key in server}
-    store.update(_table_from(store_table, _STORE_KEYS, path, text, "store."))
-    return ServerConfig(**server), StoreConfig(**store)
-
-
-def _limits_from(table: Any, path: Path | None, text: str, prefix: str) -> QueueLimits:
-    if not isinstance(table, Mapping):
-        raise key_error(path, text, prefix.rstrip("."), "expected a table")
-    values = {}
-    for key, value in table.items():
-        if key not in _LIMIT_KEYS:
-            raise key_error(path, text, f"{prefix}{key}", "unknown key")
-        values[key] = _check_type(path, text, f"{prefix}{key}", value, _LIMIT_KEYS[key])
-    return QueueLimits(**values)
 
 
 def parse_config(text: str, path: Path | None = None) -> Config:
@@ -248,27 +272,34 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path or 'config'}: {error}") from None
-    unknown = set(raw) - {"server", "store", "queues", "supervisor", "pool", "pools", "workers",
-                          "app"}
+    unknown = set(raw) - SECTIONS
     if unknown:
-        key = sorted(unknown)[0]
-        raise key_error(path, text, key, "unknown section")
-    server, store = _server_and_store(raw.get("server", {}), raw.get("store", {}), path, text,
-                                      "server.")
+        raise key_error(path, text, sorted(unknown)[0],
+                        f"unknown section (expected one of: {', '.join(sorted(SECTIONS))})")
+    server, store = _server_and_store(path, text, raw.get("server", {}), raw.get("store", {}),
+                                      "server")
     queues = raw.get("queues", {})
     if not isinstance(queues, Mapping):
         raise key_error(path, text, "queues", "expected a table")
-    default = _limits_from(queues.get("default", {}), path, text, "queues.default.")
-    by_name = {name.encode(): dataclasses.replace(default, **_explicit(
-                   _limits_from(table, path, text, f"queues.{name}."), table))
+    default = QueueLimits(**read_table(path, text, queues.get("default", {}), "queues.default",
+                                       LIMITS_SCHEMA))
+    # A per-queue table overrides only what it sets; the rest inherit the default.
+    by_name = {name.encode(): dataclasses.replace(default, **read_table(
+                   path, text, table, f"queues.{name}", LIMITS_SCHEMA))
                for name, table in queues.items() if name != "default"}
     return Config(server=server, store=store, default_limits=default, limits_by_name=by_name,
                   path=path, raw=raw, text=text)
 
 
-def _explicit(limits: QueueLimits, table: Mapping[str, Any]) -> dict:
-    """The fields a per-queue table actually set (the rest inherit the default)."""
-    return {key: getattr(limits, key) for key in table}
+def _server_and_store(path: Path | None, text: str, server_table: Any, store_table: Any,
+                      prefix: str) -> tuple[ServerConfig, StoreConfig]:
+    """The [server] and [store] tables; store keys found in [server] (older
+    files, Starling's YAML) count for the store unless [store] sets them too."""
+    older = {key: STORE_SCHEMA[key] for key in STORE_KEYS_IN_SERVER}
+    server = read_table(path, text, server_table, prefix, {**SERVER_SCHEMA, **older})
+    store = {key: server.pop(key) for key in STORE_KEYS_IN_SERVER if key in server}
+    store.update(read_table(path, text, store_table, "store", STORE_SCHEMA))
+    return ServerConfig(**server), StoreConfig(**store)
 
 
 def _parse_starling_yaml(text: str, path: Path) -> Config:
@@ -282,7 +313,7 @@ def _parse_starling_yaml(text: str, path: Path) -> Config:
     if not isinstance(section, Mapping):
         raise ConfigError(f"{path}: a Starling config needs a 'starling:' section")
     table = {_STARLING_YAML_KEYS[k]: v for k, v in section.items() if k in _STARLING_YAML_KEYS}
-    server, store = _server_and_store(table, {}, path, text, "starling.")
+    server, store = _server_and_store(path, text, table, {}, "starling")
     return Config(server=server, store=store, path=path, raw=raw, text=text)
 
 

@@ -214,6 +214,11 @@ class QueueServer:
                 drained = True
                 continue
             if not data:
+                parser.feed_eof()
+                try:
+                    next_command()  # complete commands were all taken: only a cut-off one is left
+                except ProtocolError as error:
+                    log.warning("%s", error)
                 return
             drained = len(data) < RECV_SIZE
             busy_batches += 1

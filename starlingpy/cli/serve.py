@@ -9,6 +9,8 @@ from pathlib import Path
 
 from starlingpy import __version__
 from starlingpy.config import PATH_KEYS, Config, ConfigError, load_config
+from starlingpy.journal.sync import SyncPolicy
+from starlingpy.process.daemon import READY_FD_OPTION
 
 
 def register(subparsers) -> None:
@@ -30,7 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("-t", "--timeout", type=float, help="idle disconnect in seconds (0 = never)")
     p.add_argument("-f", "--config", help="config file: TOML, or Starling's YAML")
     p.add_argument("-V", "--version", action="version", version=f"starlingpy {__version__}")
-    p.add_argument("--sync", help="journal sync policy: always | never | period in ms (default 1000)")
+    p.add_argument("--sync", type=_sync_policy,
+                   help="journal sync policy: always | never | period in ms (default 1000)")
     p.add_argument("--max-item-size", dest="max_item_size", type=int,
                    help="largest item in bytes (default 16 MiB)")
     p.add_argument("--max-connections", dest="max_connections", type=int,
@@ -43,7 +46,16 @@ def register(subparsers) -> None:
                    help="let clients stop the server with `shutdown`")
     p.add_argument("--flush-all-empties", dest="flush_all_empties", action="store_true",
                    default=None, help="let `flush_all` empty every queue")
+    p.add_argument(READY_FD_OPTION, dest="ready_fd", type=int,
+                   help="report readiness (or why start-up failed) on this inherited pipe fd")
     p.set_defaults(func=run)
+
+
+def _sync_policy(text: str) -> SyncPolicy:
+    try:
+        return SyncPolicy.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def resolve_config(args: argparse.Namespace) -> Config:

@@ -100,9 +100,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import Engine
 
     from starlingpy.client import Client
-    from starlingpy.reaper import PeriodicReaper, become_subreaper, kill_adopted
+    from starlingpy.process.managed import die_with_parent
     from starlingpy.worker.loop import Worker
-    from starlingpy.worker.pool import die_with_parent
 
     if args.parent_pid is not None:
         die_with_parent(args.parent_pid)
@@ -120,19 +119,13 @@ def _run_worker(args: argparse.Namespace) -> int:
         client = Client([DEFAULT_SERVER])
     queues = [q for q in (args.queues or "").split(",") if q] or None
     engines = [value for value in vars(module).values() if isinstance(value, Engine)]
-    # Orphans of the programs tasks run (a killed process group's
-    # grandchildren) come to us; we reap them between messages, when no task
-    # is waiting for a child of its own, and kill what still runs at exit.
-    subreaper = become_subreaper()
     worker = Worker(taskset, queues, client=client, engines=engines, wait_timeout=args.wait_timeout,
-                    between_messages=PeriodicReaper() if subreaper else None)
+                    adopt_orphans=True)
     worker.install_signal_handlers()
     try:
         worker.work(burst=args.burst, max_messages=args.max_messages)
     finally:
-        client.close()  # also aborts a read a stop interrupted
-        if subreaper and (strays := kill_adopted()):
-            logging.getLogger("starlingpy.worker").info("killed %d orphaned process(es)", strays)
+        client.close()  # the client is ours: the worker's caller owns it
     return 1 if worker.stop_requested == "cold" else 0
 
 

@@ -1,4 +1,4 @@
-"""The thin client for the web tier and the workers (WORKERS.md §1).
+"""The thin client for the web tier and the workers (README, "The client").
 
 ::
 

@@ -1,7 +1,7 @@
 """What a server supports, read once per connection from ``version``.
 
 starlingpy answers ``VERSION starlingpy 0.1.0`` and has every extension of
-PROTOCOL.md. Anything else (Ruby Starling's ``VERSION 0.10.1``, memcached,
+docs/protocol.md. Anything else (Ruby Starling's ``VERSION 0.10.1``, memcached,
 an unknown queue) is taken as plain memcache: set, get, delete, stats. We
 do not probe by sending extension keys, because on a plain server
 ``get q/t=100`` is a get of a queue literally named ``q/t=100``: it would

@@ -1,4 +1,4 @@
-"""Queue names and the get-key syntax of PROTOCOL.md (``a|b/t=500/open``).
+"""Queue names and the get-key syntax of docs/protocol.md (``a|b/t=500/open``).
 
 pymemcache's own key check (``check_key``) only refuses whitespace, NUL and
 keys over 250 bytes, and with ``allow_unicode_keys=False`` it refuses
@@ -13,25 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .errors import InvalidQueueName
+from starlingpy.protocol.keys import MAX_KEY_LENGTH as MAX_KEY_BYTES
+from starlingpy.protocol.keys import queue_name_problem
 
-MAX_KEY_BYTES = 250
-RESERVED = frozenset("/|+~")
+from .errors import InvalidQueueName
 
 
 def check_queue_name(name: str) -> str:
-    """Return ``name`` if the protocol can carry it as one plain queue name."""
+    """Return ``name`` if the protocol can carry it as one plain queue name
+    (the server's own rule, on the name's UTF-8 bytes)."""
     if not isinstance(name, str):
         raise InvalidQueueName(f"queue name must be str, got {type(name).__name__}")
-    if not name:
-        raise InvalidQueueName("queue name is empty")
-    for char in name:
-        if char in RESERVED:
-            raise InvalidQueueName(f"queue name {name!r} contains reserved {char!r}")
-        if ord(char) < 0x21 or ord(char) == 0x7F or char.isspace():
-            raise InvalidQueueName(f"queue name {name!r} contains whitespace or a control character")
-    if len(name.encode("utf-8")) > MAX_KEY_BYTES:
-        raise InvalidQueueName(f"queue name {name!r} is over {MAX_KEY_BYTES} bytes")
+    try:
+        problem = queue_name_problem(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        problem = "is not valid Unicode (a lone surrogate)"
+    if problem is not None:
+        raise InvalidQueueName(f"queue name {name!r} {problem}")
     return name
 
 

@@ -36,6 +36,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from starlingpy.backoff import Backoff
+
 from .capabilities import Capabilities
 from .connection import Connection, ConnectionFailed
 from .errors import ClientError, ConfirmFailed, ServerUnavailable, UnsupportedFeature
@@ -85,7 +87,7 @@ class Reader:
         reliable read on a server without ``/open``.
         """
         deadline = time.monotonic() + timeout if timeout else None
-        backoff = self.poll_min
+        poll = Backoff(self.poll_min, self.poll_max)
         woken_before = False
         if reliable:
             self._require_everywhere(queues)
@@ -105,12 +107,11 @@ class Reader:
             if taken is not None:
                 return taken
             if outcome == _WAITED or (outcome == _WOKEN and not woken_before):
-                backoff = self.poll_min
+                poll.reset()
             else:
                 # Polling fallback (no /t= on the server), or a second wake-up
                 # in a row whose item another consumer took first: back off.
-                time.sleep(max(0.0, min(backoff, deadline - time.monotonic())))
-                backoff = min(backoff * 2, self.poll_max)
+                time.sleep(max(0.0, min(poll.next_delay(), deadline - time.monotonic())))
             woken_before = outcome == _WOKEN
 
     def peek(self, queue: str) -> Taken | None:

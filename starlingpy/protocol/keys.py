@@ -2,6 +2,12 @@
 
 Pure functions over ``bytes``; every refusal is a :class:`ProtocolError`
 carrying the reply the client gets.
+
+The queue-name rule here is the only one: the client (on a name's UTF-8
+bytes) and the supervisor's config use :func:`queue_name_problem` too. A
+plain queue name is 1-250 bytes without whitespace or control characters
+(ASCII 0x00-0x20, 0x7f) and without ``/ | + ~`` (options, alternatives and
+reserved separators). Any other byte is allowed: ``é`` is a good name.
 """
 
 from __future__ import annotations
@@ -24,32 +30,33 @@ NOT_PLAIN = _CONTROL + _RESERVED
 
 _FLAG_OPTIONS = {b"open": "open", b"close": "close", b"abort": "abort", b"peek": "peek"}
 
-# Parsed keys by raw key: workers poll the same few queues over and over, and a
-# GetKey is immutable, so sharing one saves its (slow, frozen) construction.
-_KEY_MEMO: dict[bytes, GetKey] = {}
-_KEY_MEMO_LIMIT = 1024
-
-
-def remember(memo: dict, key, value, limit: int = _KEY_MEMO_LIMIT) -> None:
-    """Store in a bounded memo: crude (it empties when full) but bounded, so a
-    client cycling through ever new keys only costs misses."""
-    if len(memo) >= limit:
-        memo.clear()
-    memo[key] = value
-
-
 def is_plain_queue_name(name: bytes) -> bool:
     """True when ``name`` is a valid plain queue name (the common, fast case)."""
     return 0 < len(name) <= MAX_KEY_LENGTH and len(name.translate(None, NOT_PLAIN)) == len(name)
 
 
+_RESERVED_PROBLEM = "contains a reserved character (one of / | + ~)"
+
+
+def queue_name_problem(name: bytes) -> str | None:
+    """Why ``name`` is no valid plain queue name, in words, or None when it is."""
+    if not name:
+        return "is empty"
+    if len(name) > MAX_KEY_LENGTH:
+        return f"is over {MAX_KEY_LENGTH} bytes"
+    if len(name.translate(None, _CONTROL)) != len(name):
+        return "contains whitespace or a control character"
+    if len(name.translate(None, _RESERVED)) != len(name):
+        return _RESERVED_PROBLEM
+    return None
+
+
 def queue_name_error(name: bytes) -> bytes | None:
     """The reply refusing ``name`` as a plain queue name, or None when it is valid."""
-    if not 0 < len(name) <= MAX_KEY_LENGTH or len(name.translate(None, _CONTROL)) != len(name):
-        return BAD_FORMAT
-    if len(name.translate(None, _RESERVED)) != len(name):
-        return BAD_QUEUE_NAME
-    return None
+    problem = queue_name_problem(name)
+    if problem is None:
+        return None
+    return BAD_QUEUE_NAME if problem is _RESERVED_PROBLEM else BAD_FORMAT
 
 
 def check_queue_name(name: bytes, *, noreply: bool = False) -> bytes:
@@ -64,15 +71,9 @@ def check_queue_name(name: bytes, *, noreply: bool = False) -> bytes:
 def parse_get_key(raw: bytes) -> GetKey:
     """Parse one ``get`` key; raise ProtocolError (``bad command line format``
     or ``bad queue name``) when it is malformed."""
-    key = _KEY_MEMO.get(raw)
-    if key is not None:
-        return key
     if is_plain_queue_name(raw):
-        key = GetKey(raw, (raw,))
-    else:
-        key = _parse_compound_key(raw)
-    remember(_KEY_MEMO, raw, key)
-    return key
+        return GetKey(raw, (raw,))
+    return _parse_compound_key(raw)
 
 
 def _parse_compound_key(raw: bytes) -> GetKey:

@@ -3,15 +3,21 @@
 Usage (the I/O shell owns the socket; this object owns only bytes)::
 
     parser = Parser()
-    parser.feed(received)
+    parser.feed(received)            # or parser.feed_eof() once the peer closed
     while True:
         try:
             command = parser.next_command()
         except ProtocolError as error:
             send error.reply (unless None); close if error.close, else go on
         if command is None:
-            break            # need more data
+            break            # need more data (or, after feed_eof, all done)
         dispatch(command)
+
+Shaped after h11: the parser is in one :class:`State` at a time and each
+state has its reader (``_READERS``); end-of-file is an input like bytes, and
+what it means depends on the state (a ``set`` whose data block was cut off
+is reported, not silently dropped). All state is per parser: no memo is
+shared between connections or tests.
 
 Rules the parser keeps:
 
@@ -28,6 +34,7 @@ Rules the parser keeps:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 
 from .commands import (
@@ -50,7 +57,6 @@ from .keys import (
     is_plain_queue_name,
     parse_get_key,
     queue_name_error,
-    remember,
 )
 
 ERROR = b"ERROR"
@@ -65,23 +71,24 @@ _MAX_I64 = 2**63 - 1
 _MAX_DIGITS = 20  # guards int() against absurdly long digit strings
 _SMALL_BLOCK = 4096  # up to this, slicing is cheaper than a memoryview
 
-# Whole `get`/`gets` lines and their commands. Workers poll the same few
-# queues over and over, a Get depends on its line alone and is immutable, so
-# a line seen before skips tokenising, dispatch and building frozen objects
-# (most of what parsing a get costs). Bounded (see keys.remember).
-_GET_LINES: dict[bytes, Get] = {}
-# Queue names `set` has accepted, each mapped to itself: producers write to a
-# few queues over and over, and a hit skips the validity scan and hands on
-# one bytes object whose hash is already computed (the collection's lookup
-# then skips hashing). Bounded likewise.
-_SET_NAMES: dict[bytes, bytes] = {}
+# Per-parser memos (see Parser): entries each, and the longest get line kept,
+# so a connection's memos stay a few kilobytes however many connections run.
+_MEMO_ENTRIES = 64
+_MEMO_LINE = 256
 
-# What the parser is waiting for.
-_LINES = 0  # the next command line
-_BLOCK = 1  # the rest of a set's data block (held: it becomes the item)
-_DISCARD = 2  # the rest of a refused data block (dropped as it arrives)
-_SKIP = 3  # the end of a garbled line after a bad data chunk (dropped)
-_DEAD = 4  # nothing: a close=True error was raised
+
+class State(enum.Enum):
+    """What the parser is waiting for."""
+
+    LINES = "the next command line"
+    BLOCK = "the rest of a set's data block"  # held: it becomes the item
+    DISCARD = "the rest of a refused data block"  # dropped as it arrives
+    SKIP = "the end of a garbled line after a bad data chunk"  # dropped
+    DEAD = "nothing: a close=True error was raised"
+    CLOSED = "nothing: end of input was fed"
+
+
+_LINES, _BLOCK, _DISCARD, _SKIP, _DEAD, _CLOSED = State  # the hot path compares with `is`
 
 
 def _unsigned(token: bytes, limit: int) -> int | None:
@@ -107,30 +114,47 @@ def _bad_format(tokens: list[bytes]) -> ProtocolError:
     return ProtocolError(None if tokens[-1] == _NOREPLY else BAD_FORMAT)
 
 
+def _remember(memo: dict, key, value) -> None:
+    """Store in a bounded memo: crude (it empties when full) but bounded, so a
+    client cycling through ever new keys only costs misses."""
+    if len(memo) >= _MEMO_ENTRIES:
+        memo.clear()
+    memo[key] = value
+
+
 class Parser:
     """Incremental parser of client → server memcache text protocol bytes.
 
     ``max_line`` bounds a command line (without its terminator);
     ``max_item_size`` bounds a ``set`` data block: larger blocks are dropped
     as they arrive and answered ``SERVER_ERROR object too large for cache``.
+
+    Two small memos, this connection's own, skip work a client repeats:
+    whole ``get`` lines and their commands (a worker polls the same few
+    queues over and over; a Get depends on its line alone and is immutable),
+    and the queue names ``set`` accepted (a hit skips the validity scan and
+    hands on one bytes object whose hash is already computed).
     """
 
     __slots__ = (
         "_block",
         "_buf",
         "_discard_left",
+        "_eof",
         "_error",
+        "_get_lines",
         "_max_item_size",
         "_max_line",
-        "_mode",
         "_pos",
+        "_set_names",
+        "_state",
         "_window",
     )
 
     def __init__(self, max_line: int = 2048, max_item_size: int = 16 * 1024 * 1024) -> None:
         self._buf = bytearray()
-        self._pos = 0  # read offset; the parsed prefix is cut on feed() and when more data is needed
-        self._mode = _LINES
+        self._pos = 0  # read offset; the parsed prefix is cut on feed()
+        self._state = _LINES
         self._max_line = max_line
         # A valid line and its terminator fit in max_line + 2 bytes, so that
         # is as far as a search for "\n" ever needs to look.
@@ -139,58 +163,76 @@ class Parser:
         self._block: tuple[bytes, int, int, int, bool] | None = None
         self._discard_left = 0
         self._error: ProtocolError | None = None  # raised when a discard ends, or on every call once dead
+        self._get_lines: dict[bytes, Get] = {}
+        self._set_names: dict[bytes, bytes] = {}
+        self._eof = False
+
+    @property
+    def state(self) -> State:
+        return self._state
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes of input the parser holds.
+        """Bytes of input not parsed yet. The parser holds at most these plus
+        the already parsed part of the last chunk fed (cut on the next feed)."""
+        return len(self._buf) - self._pos
 
-        Whenever next_command() has returned None this is exactly the input
-        not parsed yet (the parsed prefix is cut then, and on feed()).
-        """
-        return len(self._buf)
+    def _drop_buffered(self) -> None:
+        del self._buf[:]
+        self._pos = 0
 
     def feed(self, data: bytes) -> None:
-        """Add received bytes. Never raises; errors surface in next_command()."""
-        mode = self._mode
-        if mode == _DEAD:
+        """Add received bytes. Never raises for any input; errors surface in
+        next_command(). Feeding after feed_eof() is a caller bug (RuntimeError)."""
+        state = self._state
+        if state is _DEAD:
             return
-        buf = self._buf
+        if self._eof:
+            raise RuntimeError("feed() after feed_eof()")
         if self._pos:
-            # Cutting a bytearray's front is cheap in CPython (it moves the
-            # array's start instead of copying).
-            del buf[: self._pos]
+            # The one place the parsed prefix is cut (h11 too compacts once
+            # per event batch, not per event): cutting a bytearray's front is
+            # cheap in CPython, it moves the array's start instead of copying.
+            del self._buf[: self._pos]
             self._pos = 0
-        buf += data
-        if mode == _DISCARD or mode == _SKIP:
+        self._buf += data
+        if state is _DISCARD or state is _SKIP:
             self._drop()
 
+    def feed_eof(self) -> None:
+        """The peer closed its side: no more bytes will come. Commands already
+        complete are still returned; then next_command() reports a command
+        the end cut off (a ProtocolError with no reply and ``close=True``
+        whose message says what was lost) and from then on returns None."""
+        self._eof = True
+
     def next_command(self) -> Command | None:
-        """Return the next complete command, or None when more data is needed.
+        """Return the next complete command, or None when more data is needed
+        (after feed_eof(): when the input is used up).
 
         Raises ProtocolError for input the protocol refuses (see its
         ``reply`` and ``close``); after a ``close=False`` error the next call
         continues with the input that follows.
         """
-        if self._mode:
-            command = self._resume()
-            if command is not None or self._mode:
+        if self._state is not _LINES:
+            command = _READERS[self._state](self)
+            if command is not None:
                 return command
+            if self._state is not _LINES:  # still waiting (a block reader saw the end itself)
+                return self._read_eof() if self._eof else None
         buf = self._buf
         pos = self._pos
         newline = buf.find(b"\n", pos, pos + self._window)
         if newline < 0:
             if len(buf) - pos >= self._window:
                 self._die(LINE_TOO_LONG)
-            if pos:
-                del buf[:pos]
-                self._pos = 0
-            return None
+            return self._read_eof() if self._eof else None
         self._pos = newline + 1
         end = newline - 1 if newline > pos and buf[newline - 1] == 13 else newline
         if end - pos > self._max_line:
             self._die(LINE_TOO_LONG)
         line = bytes(buf[pos:end])
-        command = _GET_LINES.get(line)
+        command = self._get_lines.get(line)
         if command is not None:
             return command
         tokens = line.split(b" ")
@@ -202,68 +244,87 @@ class Parser:
         if handler is None:
             raise ProtocolError(ERROR)
         command = handler(self, tokens)
-        if command.__class__ is Get:
-            remember(_GET_LINES, line, command)
+        if command.__class__ is Get and len(line) <= _MEMO_LINE:
+            _remember(self._get_lines, line, command)
         return command
 
-    # -- modes other than reading lines ------------------------------------
+    # -- readers of the states other than LINES ------------------------------
 
-    def _resume(self) -> Command | None:
-        """Continue a block, discard or skip; None if still waiting (or done)."""
-        mode = self._mode
-        if mode == _BLOCK:
-            assert self._block is not None
-            return self._take_block(*self._block)
-        if mode == _DEAD:
-            assert self._error is not None
-            # A fresh exception each time: re-raising one object would keep
-            # growing its traceback.
-            raise ProtocolError(self._error.reply, close=True)
+    def _read_block(self) -> Set | None:
+        assert self._block is not None
+        return self._take_block(*self._block)
+
+    def _read_dropped(self) -> None:
+        """DISCARD or SKIP: drop what arrived; raise the discard's error once
+        it is over (the state is LINES again after either)."""
         self._drop()
-        if self._mode == _DISCARD and not self._discard_left:
+        if self._state is _DISCARD and not self._discard_left:
             error, self._error = self._error, None
-            self._mode = _LINES
+            self._state = _LINES
             assert error is not None
             raise error
+
+    def _read_dead(self) -> None:
+        assert self._error is not None
+        # A fresh exception each time: re-raising one object would keep
+        # growing its traceback.
+        raise ProtocolError(self._error.reply, close=True)
+
+    def _read_closed(self) -> None:
         return None
+
+    def _read_eof(self) -> None:
+        """End of input while waiting in the current state: what was cut off."""
+        state, left = self._state, len(self._buf) - self._pos
+        self._state = _CLOSED
+        self._drop_buffered()
+        if state is _BLOCK:
+            queue, _, _, size, _ = self._block
+            self._block = None
+            raise ProtocolError(None, close=True, detail=(
+                f"connection closed in a set to queue {queue.decode(errors='replace')!r}: "
+                f"{min(left, size)} of {size} data bytes received; the item is not stored"))
+        if state is _LINES and left:
+            raise ProtocolError(None, close=True, detail=(
+                f"connection closed after {left} bytes of an unfinished command line"))
+        return None  # nothing cut off (a refused block was being dropped anyway)
+
+    # -- helpers -------------------------------------------------------------
 
     def _drop(self) -> None:
         """Drop input a discard or skip is swallowing, without holding it."""
         buf = self._buf
-        if self._mode == _DISCARD:
+        if self._state is _DISCARD:
             available = len(buf) - self._pos
             if available >= self._discard_left:
                 self._pos += self._discard_left
                 self._discard_left = 0
             else:
                 self._discard_left -= available
-                del buf[:]
-                self._pos = 0
-        elif self._mode == _SKIP:
+                self._drop_buffered()
+        elif self._state is _SKIP:
             newline = buf.find(b"\n", self._pos)
             if newline < 0:
-                del buf[:]
-                self._pos = 0
+                self._drop_buffered()
             else:
                 self._pos = newline + 1
-                self._mode = _LINES
+                self._state = _LINES
 
     def _discard_then_raise(self, count: int, error: ProtocolError) -> None:
         """Swallow the next ``count`` bytes, then raise ``error`` (now, if they are here)."""
-        self._mode = _DISCARD
+        self._state = _DISCARD
         self._discard_left = count
         self._error = error
         self._drop()
         if not self._discard_left:
-            self._mode = _LINES
+            self._state = _LINES
             self._error = None
             raise error
 
     def _die(self, reply: bytes) -> None:
-        self._mode = _DEAD
+        self._state = _DEAD
         self._error = ProtocolError(reply, close=True)
-        del self._buf[:]
-        self._pos = 0
+        self._drop_buffered()
         raise self._error
 
     def _take_block(self, queue: bytes, flags: int, exptime: int, size: int, noreply: bool) -> Set | None:
@@ -271,21 +332,18 @@ class Parser:
         buf = self._buf
         pos = self._pos
         if len(buf) - pos < size + 2:
-            if self._mode != _BLOCK:
-                self._mode = _BLOCK
+            if self._state is not _BLOCK:
+                self._state = _BLOCK
                 self._block = (queue, flags, exptime, size, noreply)
-            if pos:
-                del buf[:pos]
-                self._pos = 0
-            return None
-        self._mode = _LINES
+            return self._read_eof() if self._eof else None
+        self._state = _LINES
         self._block = None
         end = pos + size
         if buf[end] != 13 or buf[end + 1] != 10:
             # Resynchronise at the next newline from the end of the declared
             # block: that is where the real end of the client's block is.
             self._pos = end
-            self._mode = _SKIP
+            self._state = _SKIP
             raise ProtocolError(None if noreply else BAD_DATA_CHUNK)
         self._pos = end + 2
         if size <= _SMALL_BLOCK:
@@ -323,11 +381,11 @@ class Parser:
             size = _unsigned(size_token, _MAX_I64)
         if flags is None or exptime is None or size is None:
             raise _bad_format(tokens)
-        known = _SET_NAMES.get(queue)
+        known = self._set_names.get(queue)
         if known is not None:
             queue = known
         elif is_plain_queue_name(queue):
-            remember(_SET_NAMES, queue, queue)
+            _remember(self._set_names, queue, queue)
         else:
             # The block's length is known: swallow it, so its bytes are never
             # read as commands (a block saying "delete q" must not run).
@@ -439,6 +497,14 @@ class Parser:
             raise _bad_format(tokens)
         raise ProtocolError(None if noreply else NOT_SUPPORTED)
 
+
+_READERS: dict[State, Callable[[Parser], Command | None]] = {
+    _BLOCK: Parser._read_block,
+    _DISCARD: Parser._read_dropped,
+    _SKIP: Parser._read_dropped,
+    _DEAD: Parser._read_dead,
+    _CLOSED: Parser._read_closed,
+}
 
 _HANDLERS: dict[bytes, Callable[[Parser, list[bytes]], Command | None]] = {
     b"get": Parser._get,

@@ -13,7 +13,6 @@ END = b"END\r\n"
 DELETED = b"DELETED\r\n"
 NOT_FOUND = b"NOT_FOUND\r\n"
 OK = b"OK\r\n"
-ERROR = b"ERROR\r\n"
 
 
 def value(key: bytes, flags: int, data: bytes, cas: bool = False) -> bytes:
@@ -24,11 +23,6 @@ def value(key: bytes, flags: int, data: bytes, cas: bool = False) -> bytes:
     if cas:
         return b"VALUE %s %d %d 0\r\n%s\r\n" % (key, flags, len(data), data)
     return b"VALUE %s %d %d\r\n%s\r\n" % (key, flags, len(data), data)
-
-
-def line(text: bytes) -> bytes:
-    """``text`` as one reply line (for ProtocolError replies and the like)."""
-    return text + b"\r\n"
 
 
 def _stat_bytes(item: object) -> bytes:

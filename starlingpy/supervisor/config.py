@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from starlingpy.config import Config, ConfigError, key_error, load_config
+from starlingpy.config import Config, ConfigError, Field, key_error, load_config, read_table
+from starlingpy.protocol.keys import queue_name_problem
 
 _POOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 
 
 @dataclass(frozen=True)
@@ -86,86 +86,63 @@ class TierConfig:
         return f"{self.server_host}:{self.server_port}"
 
 
-class _Reader:
-    """Typed access to one table, raising errors that name key and line."""
+def _queue_names(queues: list) -> tuple[str, ...]:
+    if not queues or not all(isinstance(q, str) for q in queues):
+        raise ValueError(f"expected a non-empty list of queue names, got {queues!r}")
+    for queue in queues:
+        if (problem := queue_name_problem(queue.encode())) is not None:
+            raise ValueError(f"queue name {queue!r} {problem}")
+    return tuple(queues)
 
-    def __init__(self, path: Path, text: str, table: Any, prefix: str) -> None:
-        self.path, self.text, self.prefix = path, text, prefix
-        if not isinstance(table, Mapping):
-            raise self.error("", "expected a table")
-        self.table = table
 
-    def error(self, key: str, problem: str) -> ConfigError:
-        return key_error(self.path, self.text, f"{self.prefix}.{key}" if key else self.prefix,
-                         problem)
+def _environment(env: dict) -> dict[str, str]:
+    if not all(isinstance(v, str) for v in env.values()):
+        raise ValueError("expected a table of strings")
+    return dict(env)
 
-    def check_known(self, known: set[str]) -> None:
-        for key in self.table:
-            if key not in known:
-                raise self.error(key, f"unknown key (expected one of: {', '.join(sorted(known))})")
 
-    def number(self, key: str, default: float, *, integer: bool = False, minimum: float = 0) -> Any:
-        value = self.table.get(key, default)
-        kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            raise self.error(key, f"expected {'an integer' if integer else 'a number'}, "
-                                  f"got {type(value).__name__} {value!r}")
-        if value < minimum:
-            raise self.error(key, f"must be at least {minimum}, got {value}")
-        return value
+def _non_empty(value: str) -> str:
+    if not value:
+        raise ValueError("expected a non-empty string")
+    return value
 
-    def string(self, key: str, default: str | None = None) -> str:
-        if key not in self.table and default is None:
-            raise self.error(key, "is required")
-        value = self.table.get(key, default)
-        if not isinstance(value, str) or not value:
-            raise self.error(key, f"expected a non-empty string, got {value!r}")
-        return value
 
-    def file_path(self, key: str, default: str) -> Path:
-        value = Path(self.string(key, default))
-        return value if value.is_absolute() else (self.path.parent / value)
+SUPERVISOR_SCHEMA: dict[str, Field] = {
+    "run_dir": Field((str,), path=True), "log_dir": Field((str,), path=True),
+    "grace_period": Field((int, float)),
+    "backoff_initial": Field((int, float), minimum=0.01),
+    "backoff_max": Field((int, float), minimum=0.01),
+    "crash_loop_restarts": Field((int,), minimum=1),
+    "crash_loop_window": Field((int, float), minimum=0.01),
+    "ready_timeout": Field((int, float), minimum=0.1),
+}
+POOL_SCHEMA: dict[str, Field] = {
+    "module": Field((str,), required=True, check=_non_empty),
+    "queues": Field((list,), required=True, check=_queue_names),
+    "instances": Field((int,), minimum=1),
+    "directory": Field((str,), path=True),
+    "env": Field((dict,), check=_environment),
+}
 
 
 def _read_settings(path: Path, text: str, raw: Mapping[str, Any]) -> SupervisorSettings:
-    r = _Reader(path, text, raw.get("supervisor", {}), "supervisor")
-    r.check_known({"run_dir", "log_dir", "grace_period", "backoff_initial", "backoff_max",
-                   "crash_loop_restarts", "crash_loop_window", "ready_timeout"})
-    settings = SupervisorSettings(
-        run_dir=r.file_path("run_dir", "var/run").resolve(),
-        log_dir=r.file_path("log_dir", "var/log").resolve(),
-        grace_period=r.number("grace_period", 10.0),
-        backoff_initial=r.number("backoff_initial", 0.5, minimum=0.01),
-        backoff_max=r.number("backoff_max", 30.0, minimum=0.01),
-        crash_loop_restarts=r.number("crash_loop_restarts", 5, integer=True, minimum=1),
-        crash_loop_window=r.number("crash_loop_window", 60.0, minimum=0.01),
-        ready_timeout=r.number("ready_timeout", 30.0, minimum=0.1),
-    )
+    values = read_table(path, text, raw.get("supervisor", {}), "supervisor", SUPERVISOR_SCHEMA)
+    values.setdefault("run_dir", path.parent / "var/run")
+    values.setdefault("log_dir", path.parent / "var/log")
+    settings = SupervisorSettings(**{**values, "run_dir": values["run_dir"].resolve(),
+                                     "log_dir": values["log_dir"].resolve()})
     if settings.backoff_max < settings.backoff_initial:
-        raise r.error("backoff_max", "must not be smaller than backoff_initial")
+        raise key_error(path, text, "supervisor.backoff_max", "must not be smaller than backoff_initial")
     return settings
 
 
 def _read_pool(path: Path, text: str, name: str, table: Any) -> PoolConfig:
-    r = _Reader(path, text, table, f"pools.{name}")
     if not _POOL_NAME.match(name):
-        raise r.error("", "a pool name is 1-64 letters, digits, '_' or '-'")
-    r.check_known({"module", "queues", "instances", "directory", "env"})
-    queues = r.table.get("queues")
-    if (not isinstance(queues, list) or not queues
-            or not all(isinstance(q, str) and _QUEUE_NAME.match(q) for q in queues)):
-        raise r.error("queues", f"expected a non-empty list of queue names, got {queues!r}")
-    env = r.table.get("env", {})
-    if not isinstance(env, Mapping) or not all(isinstance(v, str) for v in env.values()):
-        raise r.error("env", "expected a table of strings")
-    return PoolConfig(
-        name=name,
-        module=r.string("module"),
-        queues=tuple(queues),
-        instances=r.number("instances", os.cpu_count() or 1, integer=True, minimum=1),
-        directory=r.file_path("directory", ".").resolve(),
-        env=dict(env),
-    )
+        raise key_error(path, text, f"pools.{name}", "a pool name is 1-64 letters, digits, '_' or '-'")
+    values = read_table(path, text, table, f"pools.{name}", POOL_SCHEMA)
+    directory = values.pop("directory", path.parent)
+    return PoolConfig(name=name, **{"instances": os.cpu_count() or 1, **values},
+                      directory=directory.resolve())
 
 
 def tier_from_config(shared: Config) -> TierConfig:
@@ -178,7 +155,7 @@ def tier_from_config(shared: Config) -> TierConfig:
     settings = _read_settings(path, text, raw)
     pools_table = raw.get("pools", {})
     if not isinstance(pools_table, Mapping):
-        raise _Reader(path, text, {}, "pools").error("", "expected tables like [pools.NAME]")
+        raise key_error(path, text, "pools", "expected tables like [pools.NAME]")
     pools = tuple(_read_pool(path, text, name, table) for name, table in pools_table.items())
     return TierConfig(path=path, server_host=shared.server.host, server_port=shared.server.port,
                       settings=settings, pools=pools, shared=shared)

@@ -19,8 +19,8 @@ from typing import TextIO
 
 import trio
 
-from starlingpy.daemon import daemonize
-from starlingpy.pidfile import live_pid, pid_alive, remove_pid, write_pid
+from starlingpy.process.daemon import daemonize
+from starlingpy.process.pidfile import live_pid, pid_alive, remove_pid, write_pid
 from starlingpy.supervisor.config import TierConfig
 from starlingpy.supervisor.queues import queue_sizes
 from starlingpy.supervisor.state import load_state, remove_state

@@ -12,20 +12,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from starlingpy.process.managed import ProcessRecord
+
+__all__ = ["ProcessRecord", "TierState", "load_state", "remove_state", "save_state"]
+
 STATE_FILE = "state.json"
-
-
-@dataclass
-class ProcessRecord:
-    """One supervised process (the server, or one worker instance)."""
-
-    name: str
-    kind: str  # "server" | "worker"
-    pid: int | None = None
-    started_at: float | None = None  # unix time of the current run's start
-    restarts: int = 0
-    state: str = "starting"  # starting | running | backoff | crash-loop | stopping | stopped
-    last_exit: str | None = None  # "exit status 1", "signal 9"
 
 
 @dataclass

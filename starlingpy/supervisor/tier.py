@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import sys
 import time
@@ -19,22 +18,21 @@ from pathlib import Path
 
 import trio
 
-from starlingpy.client.servers import parse_address
-from starlingpy.reaper import become_subreaper, kill_adopted, reap_orphans
-from starlingpy.supervisor.backoff import RestartPolicy
-from starlingpy.supervisor.config import TierConfig
-from starlingpy.supervisor.process import ManagedProcess, child_env
-from starlingpy.supervisor.state import (
+from starlingpy.backoff import RestartPolicy
+from starlingpy.process.managed import (
+    ManagedProcess,
     ProcessRecord,
-    TierState,
-    remove_state,
-    save_state,
+    child_env,
+    kill_strays,
+    reap_orphans_forever,
 )
+from starlingpy.process.reaper import become_subreaper
+from starlingpy.supervisor.config import TierConfig
+from starlingpy.supervisor.state import TierState, remove_state, save_state
+from starlingpy.worker.pool import WORKER_INDEX_ENV
 
 log = logging.getLogger("starlingpy.supervisor")
-_LISTENING = re.compile(r"listening on (\S+):(\d+)")
 SERVER_STOP_GRACE = 10.0
-REAP_INTERVAL = 0.5
 
 
 class StartupError(Exception):
@@ -56,7 +54,7 @@ class Tier:
                                config=str(tier.path), server_address=self.address)
         self.server = self._managed("server", "server", self._server_argv(),
                                     cwd=tier.path.parent, env=child_env({}),
-                                    log_path=tier.shared.server.log)
+                                    log_path=tier.shared.server.log, reports_ready=True)
         self.workers: list[ManagedProcess] = []
         self.failed = False  # start-up failed (reported through ``ready``)
 
@@ -66,14 +64,14 @@ class Tier:
                              loop_restarts=s.crash_loop_restarts, loop_window=s.crash_loop_window)
 
     def _managed(self, name: str, kind: str, argv: list[str], *, cwd, env,
-                 log_path: Path | None = None) -> ManagedProcess:
+                 log_path: Path | None = None, reports_ready: bool = False) -> ManagedProcess:
         """A process and its record; its log is ``log_path`` or ``log_dir/NAME.log``."""
         record = ProcessRecord(name=name, kind=kind)
         self.state.processes.append(record)
         return ManagedProcess(record, argv, cwd=cwd, env=env,
                               log_path=log_path or self.config.settings.log_dir / f"{name}.log",
                               pid_path=pid_path(self.config, name), policy=self._policy(),
-                              on_change=self.save)
+                              on_change=self.save, reports_ready=reports_ready)
 
     def _server_argv(self, port: int | None = None) -> list[str]:
         argv = [sys.executable, "-m", "starlingpy", "serve", "-f", str(self.config.path)]
@@ -87,25 +85,24 @@ class Tier:
         save_state(self.config.settings.run_dir, self.state)
 
     async def _wait_for_server(self) -> None:
-        """Until the server answers ``version`` (its port read from its log
-        when the config asks for port 0); StartupError if it dies or the
-        deadline passes."""
+        """Until the server reports on its readiness pipe that it listens
+        (the port it reports is kept when the config asks for port 0);
+        StartupError if it fails, dies or the deadline passes."""
         with trio.move_on_after(self.config.settings.ready_timeout):
-            while not self.server.exited():
-                if self.config.server_port == 0 and self.address.endswith(":0"):
-                    match = _LISTENING.search(self.server.read_new_output())
-                    if match:
-                        self.address = f"{self.config.server_host}:{match.group(2)}"
-                        self.state.server_address = self.address
-                        # Restarts must come back on the same port the workers know.
-                        self.server.argv = self._server_argv(int(match.group(2)))
-                        self.save()
-                elif await server_answers(self.address):
-                    return
-                await trio.sleep(0.05)
-            raise StartupError(f"the server exited during start-up:\n"
-                               f"{self.server.read_new_output()[-2000:]}")
-        raise StartupError(f"the server did not answer on {self.address} within "
+            try:
+                summary = await self.server.wait_ready()  # "listening on HOST:PORT"
+            except RuntimeError as error:
+                raise StartupError(f"the server failed to start: {error}\n"
+                                   f"{self.server.read_new_output()}") from None
+            port = int(summary.rsplit(":", 1)[1])
+            if port != self.config.server_port:
+                self.address = f"{self.config.server_host}:{port}"
+                self.state.server_address = self.address
+                # Restarts must come back on the same port the workers know.
+                self.server.argv = self._server_argv(port)
+                self.save()
+            return
+        raise StartupError(f"the server did not report ready on {self.address} within "
                            f"{self.config.settings.ready_timeout} s; see {self.server.log_path}")
 
     async def run(self, ready: Callable[[str | None], None]) -> None:
@@ -115,7 +112,7 @@ class Tier:
             log.info("subreaper: orphaned descendants will be reaped here")
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._reap_forever)
+                nursery.start_soon(reap_orphans_forever, self._processes)
                 try:
                     await nursery.start(self.server.run)
                     await self._wait_for_server()
@@ -147,21 +144,15 @@ class Tier:
                 # Tasks that push tasks reach the server through the worker's own
                 # client (given by --server).
                 env = child_env({**pool.env, "STARLINGPY_WORKER": name,
-                                 "STARLINGPY_WORKER_INDEX": str(index)},
+                                 WORKER_INDEX_ENV: str(index)},
                                 python_path=pool.directory)
                 worker = self._managed(name, "worker", self._worker_argv(pool),
                                        cwd=pool.directory, env=env)
                 self.workers.append(worker)
                 await nursery.start(worker.run)
 
-    def _managed_pids(self) -> list[int]:
-        return [p.process.pid for p in [self.server, *self.workers] if p.process is not None]
-
-    async def _reap_forever(self) -> None:
-        while True:
-            if not any(p.spawning for p in [self.server, *self.workers]):
-                reap_orphans(self._managed_pids)
-            await trio.sleep(REAP_INTERVAL)
+    def _processes(self) -> list[ManagedProcess]:
+        return [self.server, *self.workers]
 
     async def _stop(self, nursery: trio.Nursery) -> None:
         """Workers first (warm, then cold after the grace period), then the server."""
@@ -170,27 +161,7 @@ class Tier:
                 stoppers.start_soon(worker.stop, self.config.settings.grace_period)
         await self.server.stop(SERVER_STOP_GRACE, warm_then_cold=False)
         nursery.cancel_scope.cancel()
-        strays = kill_adopted(self._managed_pids())
-        if strays:
-            log.info("killed %d orphaned process(es) left by the workers", strays)
+        kill_strays(self._processes())
         remove_state(self.config.settings.run_dir)
         log.info("tier down")
 
-
-async def server_answers(address: str) -> bool:
-    """True if a memcache-protocol server at ``address`` answers ``version``."""
-    host, port = parse_address(address)
-    try:
-        with trio.fail_after(2):
-            stream = await trio.open_tcp_stream(host, port)
-            async with stream:
-                await stream.send_all(b"version\r\n")
-                reply = b""
-                while b"\r\n" not in reply:
-                    chunk = await stream.receive_some(256)
-                    if not chunk:
-                        return False
-                    reply += chunk
-                return reply.startswith(b"VERSION")
-    except (OSError, trio.TooSlowError, trio.BrokenResourceError):
-        return False

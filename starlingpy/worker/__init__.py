@@ -1,4 +1,4 @@
-"""The worker tier (WORKERS.md §2-§3): tasks, the worker loop, database
+"""The worker tier (README, "Workers"): tasks, the worker loop, database
 verification and fork safety, and running external programs under limits.
 
 ::

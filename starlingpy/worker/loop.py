@@ -30,8 +30,10 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from starlingpy.backoff import Backoff
 from starlingpy.client import ClientError, ConfirmFailed, Message, UnsupportedFeature
 from starlingpy.client.keys import check_queue_name
+from starlingpy.process.reaper import PeriodicReaper, become_subreaper, kill_adopted
 from starlingpy.worker.db import Databases
 from starlingpy.worker.tasks import BadMessage, FailureRecord, TaskMessage, TaskSet
 
@@ -40,7 +42,7 @@ __all__ = ["Worker", "WorkerStatistics", "StopRequested", "WarmStop", "ColdStop"
 log = logging.getLogger("starlingpy.worker")
 
 # Back-off while the queue server (or a database) is unreachable.
-_BACKOFF_MIN, _BACKOFF_MAX = 0.25, 5.0
+_RETRY_FIRST, _RETRY_MAX = 0.25, 5.0
 
 
 class StopRequested(BaseException):
@@ -79,7 +81,9 @@ class Worker:
     waits before the loop checks its stop flag again. ``reliable``: True
     requires reliable reads, False never uses them, None (default) uses them
     where the server has them. ``between_messages``: called before each
-    take, while no task runs (``starlingpy work`` reaps orphans there).
+    take, while no task runs. ``adopt_orphans``: make this process the
+    subreaper of what tasks start (Linux), reap those orphans between
+    messages and kill the ones still running when :meth:`work` returns.
 
     While a task runs, ``client`` is the task set's client in this process
     (:meth:`TaskSet.using`): a task that pushes another task reaches the
@@ -89,7 +93,8 @@ class Worker:
     def __init__(self, taskset: TaskSet, queues: Sequence[str] | None = None, client=None,
                  engines: Iterable = (), *, wait_timeout: float = 5.0,
                  reliable: bool | None = None, name: str | None = None,
-                 between_messages: Callable[[], object] | None = None) -> None:
+                 between_messages: Callable[[], object] | None = None,
+                 adopt_orphans: bool = False) -> None:
         self.taskset = taskset
         self.queues = list(queues) if queues else taskset.queues
         if not self.queues:
@@ -102,6 +107,7 @@ class Worker:
         self.reliable = reliable
         self.name = name or taskset.name
         self.between_messages = between_messages
+        self.adopt_orphans = adopt_orphans
         self.stop_requested: str | None = None   # None, "warm" or "cold"
         self._busy = False
         self._counts = dict(handled=0, succeeded=0, retried=0, failed=0, rejected=0)
@@ -116,12 +122,18 @@ class Worker:
         (otherwise it backs off and retries while the server is down).
         """
         handled = 0
-        backoff = _BACKOFF_MIN
+        backoff = Backoff(_RETRY_FIRST, _RETRY_MAX)
+        # Orphans of the programs tasks run (a killed process group's
+        # grandchildren) come to us; reaped between messages, when no task
+        # is waiting for a child of its own.
+        reap = PeriodicReaper() if self.adopt_orphans and become_subreaper() else None
         log.info("worker %s starting on queues %s", self.name, ",".join(self.queues))
         try:
             while self.stop_requested is None:
                 if max_messages is not None and handled >= max_messages:
                     break
+                if reap is not None:
+                    reap()
                 if self.between_messages is not None:
                     self.between_messages()
                 try:
@@ -129,11 +141,11 @@ class Worker:
                 except (ClientError, _DatabaseUnavailable) as exc:
                     if burst:
                         raise
-                    log.warning("worker %s: %s; retrying in %.2fs", self.name, exc, backoff)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                    delay = backoff.next_delay()
+                    log.warning("worker %s: %s; retrying in %.2fs", self.name, exc, delay)
+                    time.sleep(delay)
                     continue
-                backoff = _BACKOFF_MIN
+                backoff.reset()
                 if got_one:
                     handled += 1
                 elif burst:
@@ -141,7 +153,12 @@ class Worker:
         except StopRequested as stop:
             log.info("worker %s: %s", self.name, "cold stop: message aborted" if isinstance(stop, ColdStop)
                      else "stopped while idle")
-        log.info("worker %s stopping after %d message(s)", self.name, handled)
+        finally:
+            # Clean-up for every caller, not only the CLI, and whatever ended
+            # the loop (rq's lesson); an open read was aborted by _take.
+            if reap is not None and (strays := kill_adopted()):
+                log.info("worker %s: killed %d orphaned process(es)", self.name, strays)
+            log.info("worker %s stopping after %d message(s)", self.name, handled)
         return handled
 
     def _take_and_handle(self, timeout: float) -> bool:

@@ -195,5 +195,6 @@ def test_forty_submissions_on_sqlite(tmp_path, sqlite_url):
     run_tier(tmp_path, sqlite_url, MIX_40, regrade=True)
 
 
+@pytest.mark.db
 def test_the_same_run_on_postgresql(tmp_path, postgres_url):
     run_tier(tmp_path, postgres_url, MIX_EVERY_KIND)

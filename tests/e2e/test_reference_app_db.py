@@ -17,6 +17,8 @@ from client.database import make_engine, prepare
 from client.models import Judgement, Problem, Submission
 from workers import tasks
 
+pytestmark = pytest.mark.db  # real PostgreSQL and MariaDB
+
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def engine(request, tmp_path, monkeypatch):

@@ -260,3 +260,16 @@ def test_user_and_group_options_drop_privileges(tmp_path):
         assert b"private" in result.stderr
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_bad_sync_policy_is_refused_before_start(tmp_path):
+    flag = subprocess.run([sys.executable, "-m", "starlingpy", "serve", "--sync", "sometimes",
+                           "-q", str(tmp_path / "spool")], cwd=REPO, capture_output=True, timeout=30)
+    assert flag.returncode == 2 and b"'always', 'never' or milliseconds" in flag.stderr
+    config = tmp_path / "s.toml"
+    config.write_text('[server]\nport = 0\nsync = "sometimes"\n')
+    from_file = subprocess.run([sys.executable, "-m", "starlingpy", "serve", "-f", str(config)],
+                               cwd=REPO, capture_output=True, timeout=30)
+    assert from_file.returncode == 2, from_file.stderr
+    assert f"{config}:3: key 'server.sync'".encode() in from_file.stderr
+    assert not (tmp_path / "spool").exists()

@@ -13,7 +13,7 @@ import textwrap
 import threading
 from pathlib import Path
 
-from starlingpy.pidfile import pid_alive
+from starlingpy.process.pidfile import pid_alive
 from starlingpy.supervisor import load_tier, status_report
 from tests.support import REPO
 

@@ -203,3 +203,15 @@ async def test_a_bug_inside_one_connection_ends_only_that_connection(running, mo
     assert "injected fault" in caplog.text and "Traceback" in caplog.text
     assert await bystander.call(b"get q\r\n", b"END\r\n") == b"VALUE q 0 1\r\nx\r\nEND\r\n"
     assert (await victim.call(b"stats\r\n", b"END\r\n")).startswith(b"STAT pid")
+
+
+async def test_a_set_cut_off_by_the_client_closing_is_logged_not_stored(running, caplog):
+    half = await running.connect()
+    await half.send(b"set half 0 0 10\r\nabc")
+    await half.stream.aclose()
+    with trio.fail_after(10):
+        while "connection closed in a set to queue 'half'" not in caplog.text:
+            await trio.sleep(0.01)
+    assert "3 of 10 data bytes received; the item is not stored" in caplog.text
+    other = await running.connect()
+    assert await other.call(b"get half\r\n", b"END\r\n") == b"END\r\n"

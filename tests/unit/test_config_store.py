@@ -9,19 +9,20 @@ import pytest
 
 from starlingpy.cli import serve
 from starlingpy.config import ConfigError, StoreConfig, parse_config
+from starlingpy.journal import SyncPolicy
 
 
 def test_store_section_holds_the_store_settings(tmp_path):
     path = tmp_path / "q.toml"
     config = parse_config('[server]\nport = 1\n[store]\nkind = "journal"\nqueue_path = "spool"\n'
                           'sync = "always"\nmax_journal_size = 4096\n', path)
-    assert config.store == StoreConfig("journal", tmp_path / "spool", "always", 4096)
+    assert config.store == StoreConfig("journal", tmp_path / "spool", SyncPolicy("always"), 4096)
     assert config.server.port == 1
 
 
 def test_older_files_keep_store_keys_in_server(tmp_path):
     config = parse_config('[server]\nqueue_path = "q"\nsync = 250\n', tmp_path / "old.toml")
-    assert (config.store.queue_path, config.store.sync) == (tmp_path / "q", "250")
+    assert (config.store.queue_path, config.store.sync) == (tmp_path / "q", SyncPolicy("periodic", 250))
 
 
 @pytest.mark.parametrize("text, message", [
@@ -43,4 +44,4 @@ def test_command_line_flags_override_the_store_section(tmp_path):
     serve.register(parser.add_subparsers())
     args = parser.parse_args(["serve", "-f", str(path), "--sync", "never", "-q", "cli"])
     config = serve.resolve_config(args)
-    assert (config.store.queue_path, config.store.sync) == (Path("cli"), "never")
+    assert (config.store.queue_path, config.store.sync) == (Path("cli"), SyncPolicy("never"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from starlingpy.protocol import Get, GetKey, Parser, ProtocolError
-from starlingpy.protocol import keys as keys_module
 from starlingpy.protocol import parser as parser_module
 from starlingpy.protocol.keys import (
     BAD_FORMAT,
@@ -63,20 +62,22 @@ def test_get_key_options_in_any_order_give_the_same_meaning() -> None:
     assert not (one.abort or one.peek or other.abort or other.peek)
 
 
-def test_get_key_memo_stays_bounded_and_correct() -> None:
-    keys = [b"memo%d/t=%d" % (i, i) for i in range(3000)]
-    for raw in keys:
-        assert parse_get_key(raw) == GetKey(raw, (raw.split(b"/")[0],), timeout_ms=int(raw.split(b"=")[1]))
-    assert len(keys_module._KEY_MEMO) <= keys_module._KEY_MEMO_LIMIT
-
-
-def test_single_key_get_memo_stays_bounded_and_correct() -> None:
+def test_get_line_memo_stays_bounded_and_correct() -> None:
     parser = Parser()
     for i in range(3000):
-        parser.feed(b"get single%d\r\nget single%d\r\n" % (i, i % 7))
+        parser.feed(b"get single%d\r\nget single%d/t=%d\r\n" % (i, i % 7, i % 7))
         assert parser.next_command() == Get((GetKey(b"single%d" % i, (b"single%d" % i,)),))
-        assert parser.next_command() == Get((GetKey(b"single%d" % (i % 7), (b"single%d" % (i % 7),)),))
-    assert len(parser_module._GET_LINES) <= keys_module._KEY_MEMO_LIMIT
+        raw = b"single%d/t=%d" % (i % 7, i % 7)
+        assert parser.next_command() == Get((GetKey(raw, (raw.split(b"/")[0],), timeout_ms=i % 7),))
+    assert len(parser._get_lines) <= parser_module._MEMO_ENTRIES
+
+
+def test_memos_belong_to_one_parser() -> None:
+    first, second = Parser(), Parser()
+    first.feed(b"get shared\r\nset shared 0 0 1\r\nx\r\n")
+    assert first.next_command() is not None and first.next_command() is not None
+    assert first._get_lines and first._set_names
+    assert not second._get_lines and not second._set_names, "no state shared between connections"
 
 
 @pytest.mark.parametrize(

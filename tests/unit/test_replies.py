@@ -2,25 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
 from starlingpy.protocol import replies
-
-
-@pytest.mark.parametrize(
-    ("constant", "wire"),
-    [
-        (replies.STORED, b"STORED\r\n"),
-        (replies.NOT_STORED, b"NOT_STORED\r\n"),
-        (replies.END, b"END\r\n"),
-        (replies.DELETED, b"DELETED\r\n"),
-        (replies.NOT_FOUND, b"NOT_FOUND\r\n"),
-        (replies.OK, b"OK\r\n"),
-        (replies.ERROR, b"ERROR\r\n"),
-    ],
-)
-def test_constants(constant: bytes, wire: bytes) -> None:
-    assert constant == wire
 
 
 def test_value_line_and_block() -> None:
@@ -39,11 +21,6 @@ def test_value_empty_and_binary_data() -> None:
     assert replies.value(b"q", 0, b"") == b"VALUE q 0 0\r\n\r\n"
     data = bytes(range(256)) + b"\r\nEND\r\n"
     assert replies.value(b"\xff", 1, data) == b"VALUE \xff 1 %d\r\n" % len(data) + data + b"\r\n"
-
-
-def test_line_adds_crlf() -> None:
-    assert replies.line(b"CLIENT_ERROR bad data chunk") == b"CLIENT_ERROR bad data chunk\r\n"
-    assert replies.line(b"") == b"\r\n"
 
 
 def test_stats_lines_then_end() -> None:

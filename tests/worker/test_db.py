@@ -15,6 +15,8 @@ from starlingpy.worker import db, forksafe
 from tests.worker import dbkit
 from tests.worker.dbkit import BACKENDS
 
+pytestmark = pytest.mark.db  # real PostgreSQL and MariaDB
+
 POOL = 3
 
 

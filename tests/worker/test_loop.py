@@ -210,6 +210,7 @@ def test_polling_fallback_waits_for_work(plain_server, plain_client):
 
 # -- database verification through the worker ---------------------------------
 
+@pytest.mark.db
 @pytest.mark.parametrize("backend", dbkit.BACKENDS, ids=lambda b: b.name)
 @pytest.mark.parametrize("verified", [True, False], ids=["verified", "unverified"])
 def test_connections_killed_while_the_worker_waits(client, backend, verified):

@@ -176,7 +176,7 @@ def test_failed_cli_lists_retries_and_drops(server, client, marks, tasks):
 
 def test_pool_restarts_a_crashed_worker_and_numbers_its_workers(server, client, marks, tasks):
     pool = WorkerProcess(server, marks, "--instances", "2", "--queues", "fast")
-    started = re.compile(rb"worker (\d) started, pid (\d+)")
+    started = re.compile(rb"worker (\d): started, pid (\d+)")
     wait_until(lambda: len(started.findall(pool.log)) == 2 and pool.log.count(b"starting on queues") == 2,
                timeout=30, message="two workers up")
     victim = int(started.findall(pool.log)[0][1])
@@ -192,6 +192,15 @@ def test_pool_restarts_a_crashed_worker_and_numbers_its_workers(server, client, 
     assert indexes <= {"0", "1"}
     pool.signal(signal.SIGINT)  # Ctrl-C reaches the parent only; it forwards
     assert pool.wait() == 0, pool.log.decode()
+
+
+def kill_if_alive(*pids: int) -> None:
+    """Leave no test orphan behind, whatever the test's outcome."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def parent_of(pid: int) -> int | None:
@@ -226,11 +235,7 @@ def test_the_worker_reaps_the_orphans_of_its_tasks_and_kills_them_when_it_stops(
         wait_until(lambda: parent_of(running) is None, timeout=20,
                    message="the orphan still running killed when the worker stopped")
     finally:
-        for pid in (dead, running):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_if_alive(dead, running)
 
 
 def test_a_pool_adopts_the_orphans_of_a_killed_worker_and_kills_them_when_it_stops(server, marks,
@@ -252,7 +257,56 @@ def test_a_pool_adopts_the_orphans_of_a_killed_worker_and_kills_them_when_it_sto
         assert pool.wait() == 0, pool.log.decode()
         assert parent_of(orphan) is None, "killed and reaped when the pool stopped"
     finally:
-        try:
-            os.kill(orphan, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_if_alive(orphan)
+
+
+LIBRARY_WORKER = """
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+from starlingpy.client import Client
+from starlingpy.worker import Worker
+from tests.worker.sample_tasks import tasks
+client = Client([sys.argv[1]])
+Worker(tasks, ["fast"], client=client, adopt_orphans=True).work(burst=True)
+print("returned", flush=True)
+"""
+
+
+def test_a_library_caller_of_work_gets_the_clean_up_too(server, marks, tasks):
+    tasks.get("orphan").push("lib")
+    env = dict(os.environ, SAMPLE_MARKS=str(marks), PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", LIBRARY_WORKER, server.address], cwd=REPO, env=env,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0 and b"returned" in done.stdout, done.stderr.decode()
+    [mark] = marks_matching(marks, "orphan-lib")
+    orphan = pid_of(mark)
+    try:
+        assert b"killed 1 orphaned process(es)" in done.stderr, done.stderr.decode()
+        assert parent_of(orphan) is None, "the adopted sleeper did not outlive work()"
+    finally:
+        kill_if_alive(orphan)
+
+
+POOL = """
+import logging, sys
+from starlingpy.backoff import RestartPolicy
+from starlingpy.worker.pool import WorkerPool
+logging.basicConfig(level=logging.INFO)
+child = [sys.executable, "-c", "import sys; sys.exit(int(sys.argv[1]))", sys.argv[1]]
+quick = lambda: RestartPolicy(initial=0.01, maximum=0.05, loop_restarts=2, loop_window=60)
+sys.exit(WorkerPool(child, 2, policy=quick).run())
+"""
+
+
+@pytest.mark.parametrize("child_exit, pool_exit, starts", [(0, 0, 2), (3, 1, 6)])
+def test_a_pool_does_not_restart_a_finished_child_and_gives_up_on_a_crash_loop(child_exit, pool_exit,
+                                                                              starts):
+    # In a process of its own: the pool makes itself the subreaper of its tree.
+    pool = subprocess.run([sys.executable, "-c", POOL, str(child_exit)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert pool.returncode == pool_exit, pool.stderr
+    assert pool.stderr.count(": started, pid") == starts, pool.stderr
+    if child_exit:
+        assert pool.stderr.count("crash loop, not restarting") == 2
+    else:
+        assert pool.stderr.count("finished (exit status 0)") == 2

@@ -7,6 +7,9 @@ The original process waits on a pipe until the daemon reports that start-up
 finished (or why it failed) and exits with that status: an init script that
 runs ``starlingpy serve -d`` knows the server answers once the command
 returns, and ``starlingpy up`` exits 0 only when the tier is really up.
+
+The same report, on a pipe a parent passes as ``--ready-fd FD``, tells the
+supervisor when the server it started is ready (and on which port).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+READY_FD_OPTION = "--ready-fd"
 
 def daemonize(log_path: Path | None = None) -> Callable[..., None]:
     """Fork into a daemon. Returns (in the daemon) the function to call once
@@ -42,6 +46,14 @@ def daemonize(log_path: Path | None = None) -> Callable[..., None]:
         os._exit(0)  # ... whose leader leaves, so we can never get a terminal again.
     os.chdir("/")
     _redirect_stdio(log_path)
+    return reporter(write_end)
+
+
+def reporter(write_end: int) -> Callable[..., None]:
+    """The ``report(error, summary="")`` function writing to the pipe
+    ``write_end``: ``report(None, summary)`` for success, ``report(message)``
+    for failure. Only the first report counts; it closes the pipe."""
+    os.set_inheritable(write_end, False)  # our own children must not hold it open
     pipe = [write_end]  # emptied by the first report
 
     def report(error: str | None, summary: str = "") -> None:
@@ -58,6 +70,16 @@ def daemonize(log_path: Path | None = None) -> Callable[..., None]:
     return report
 
 
+def read_report(message: bytes) -> tuple[str | None, str]:
+    """``(None, summary)`` for a success report, ``(error, "")`` for a
+    failure; a pipe closed without a report is a failure too."""
+    text = message.decode(errors="replace").strip()
+    verdict, _, summary = text.partition("\n")
+    if verdict == "ok":
+        return None, summary
+    return text or "the process exited before it was ready", ""
+
+
 def _wait_for_report(read_end: int) -> None:
     chunks = []
     while chunk := os.read(read_end, 65536):
@@ -66,14 +88,13 @@ def _wait_for_report(read_end: int) -> None:
         os.wait()  # reap the first child, which exited at once
     except ChildProcessError:
         pass
-    message = b"".join(chunks).decode(errors="replace").strip()
-    verdict, _, summary = message.partition("\n")
-    if verdict == "ok":
+    error, summary = read_report(b"".join(chunks))
+    if error is None:
         if summary:
             sys.stdout.write(summary + "\n")
             sys.stdout.flush()
         os._exit(0)
-    sys.stderr.write((message or "the daemon exited before it was ready") + "\n")
+    sys.stderr.write(error + "\n")
     sys.stderr.flush()
     os._exit(1)
 

@@ -1,12 +1,8 @@
-"""The supervisor's parts, without a running tier: the config file (errors
-name key and line), pid files (stale detection), the restart back-off, the
-orphan reaper and the queue-size parsing used by ``status``."""
+"""The supervisor's config (errors name key and line, one queue-name rule),
+its state file and the queue-size parsing used by ``status``."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,20 +10,8 @@ import pytest
 
 from starlingpy.client.queue_stats import queue_items
 from starlingpy.config import ConfigError, line_of
-from starlingpy.pidfile import (
-    PidFileError,
-    claim_pid_file,
-    live_pid,
-    pid_alive,
-    read_pid,
-    release_pid_file,
-    write_pid,
-)
-from starlingpy.reaper import zombie_children
-from starlingpy.supervisor.backoff import RestartPolicy
 from starlingpy.supervisor.config import load_tier
 from starlingpy.supervisor.state import ProcessRecord, TierState, load_state, save_state
-from tests.support import wait_until
 
 GOOD = """\
 [server]
@@ -74,11 +58,17 @@ def test_good_config_resolves_paths_against_the_file(tmp_path):
     assert (mailers.name, mailers.instances, mailers.directory) == ("mailers", 1, tmp_path.resolve())
 
 
+def test_pool_queues_follow_the_protocol_name_rule(tmp_path):
+    tier = load_tier(write(tmp_path, GOOD.replace('queues = ["mail"]', 'queues = ["é", "mail.v2"]')))
+    assert tier.pools[1].queues == ("é", "mail.v2")
+
+
 @pytest.mark.parametrize("old, new, key, line", [
     ("instances = 4", 'instances = "four"', "pools.graders.instances", 14),
     ("instances = 1", "instances = 0", "pools.mailers.instances", 21),
     ('queues = ["mail"]', "queues = []", "pools.mailers.queues", 20),
     ('queues = ["mail"]', 'queues = ["bad name"]', "pools.mailers.queues", 20),
+    ('queues = ["mail"]', 'queues = ["mail/open"]', "pools.mailers.queues", 20),
     ("grace_period = 3", "grace_perod = 3", "supervisor.grace_perod", 9),
     ("grace_period = 3", "grace_period = true", "supervisor.grace_period", 9),
     ('module = "mail.tasks"\n', "", "pools.mailers.module", 18),  # missing: its table
@@ -112,80 +102,6 @@ def test_line_of_finds_a_key_in_starlings_yaml_too():
     text = "starling:\n  host: 127.0.0.1\n  port: twelve\n"
     assert line_of(text, "starling.port") == 3
     assert line_of("[server]\nport = 1\n", "server.missing") == 1  # its table
-
-
-def test_a_pid_file_is_claimed_unless_a_live_process_owns_it(tmp_path):
-    path = tmp_path / "server.pid"
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    write_pid(path, gone.pid)
-    claim_pid_file(path)  # stale: replaced
-    assert read_pid(path) == os.getpid()
-    claim_pid_file(path)  # ours already: fine
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
-        try:
-            write_pid(path, other.pid)
-            with pytest.raises(PidFileError, match=str(other.pid)):
-                claim_pid_file(path)
-            release_pid_file(path)
-            assert path.exists(), "not ours: left alone"
-        finally:
-            other.kill()
-    write_pid(path, os.getpid())
-    release_pid_file(path)
-    assert not path.exists()
-
-
-def test_pid_file_round_trip_and_stale_detection(tmp_path):
-    path = tmp_path / "run" / "x.pid"
-    assert read_pid(path) is None and live_pid(path) is None
-    write_pid(path, os.getpid())
-    assert read_pid(path) == os.getpid()
-    # Our own command line has "pytest" (or python) in it, not "no-such-marker".
-    assert live_pid(path, marker=None) == os.getpid()
-    assert live_pid(path, marker="no-such-marker-in-cmdline") is None
-    assert not path.exists(), "a pid file of a process that is not ours is removed as stale"
-
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    write_pid(path, gone.pid)
-    assert not pid_alive(gone.pid)
-    assert live_pid(path, marker=None) is None
-    assert not path.exists(), "a pid file of a dead process is removed"
-
-    path.write_text("garbage\n")
-    assert read_pid(path) is None and live_pid(path) is None and not path.exists()
-
-
-def test_a_zombie_counts_as_dead_and_is_found_for_reaping():
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    try:
-        # Exited but not reaped yet: our zombie child.
-        wait_until(lambda: child.pid in zombie_children(os.getpid()), message="a zombie child")
-        assert not pid_alive(child.pid)
-    finally:
-        child.wait()
-    assert child.pid not in zombie_children(os.getpid())
-
-
-def test_backoff_doubles_up_to_the_maximum_then_declares_a_crash_loop():
-    policy = RestartPolicy(initial=0.5, maximum=4.0, loop_restarts=5, loop_window=60.0)
-    delays = [policy.next_delay(started_at=t, died_at=t + 0.1) for t in range(5)]
-    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
-    assert policy.next_delay(started_at=5, died_at=5.1) is None  # 6 deaths within 60 s
-
-
-def test_backoff_forgets_old_deaths_and_resets_after_a_healthy_run():
-    policy = RestartPolicy(initial=1.0, maximum=8.0, loop_restarts=2, loop_window=10.0)
-    assert policy.next_delay(0, 1) == 1.0
-    assert policy.next_delay(2, 3) == 2.0
-    # Ran 50 s (longer than the maximum delay): healthy, so back to the start,
-    # and the early deaths are outside the window.
-    assert policy.next_delay(3, 53) == 1.0
-    assert policy.next_delay(54, 55) == 2.0
-    assert policy.next_delay(56, 57) is None
-    policy.reset()
-    assert policy.next_delay(58, 59) == 1.0
 
 
 def test_state_file_round_trip(tmp_path):

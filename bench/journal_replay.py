@@ -2,7 +2,7 @@
 public API, then time ``JournalStore.open`` in a fresh process and report
 its RSS.
 
-    python -m starlingpy.journal.replay_benchmark [--items 1000000] [--batch 32]
+    python -m bench.journal_replay [--items 1000000] [--batch 32]
         [--size 100] [--crash] [--mix puts|takes|reliable]
 
 ``--batch`` is how many puts go into each ``write_pending`` (one frame each).
@@ -98,7 +98,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         build(directory, args.items, args.batch, args.size, args.crash, args.mix)
         # A fresh interpreter, so RSS is that of a server that just started.
-        subprocess.run([sys.executable, "-m", "starlingpy.journal.replay_benchmark",
+        subprocess.run([sys.executable, "-m", "bench.journal_replay",
                         "--measure", directory], check=True, env=dict(os.environ))
 
 

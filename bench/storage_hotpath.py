@@ -2,7 +2,7 @@
 ``take_nowait`` followed by ``write_pending`` (one frame, one ``writev``), as
 the server does per reply, in microseconds (best of several runs).
 
-    python -m starlingpy.journal.hotpath_benchmark [--ops 20000] [--size 100]
+    python -m bench.storage_hotpath [--ops 20000] [--size 100]
 
 ``put+write_pending`` fills the queue (so recent items get sealed into
 blocks along the way); ``take+write_pending`` drains it again (blocks are
