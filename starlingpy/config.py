@@ -17,6 +17,8 @@ Starling's own).  Ours::
     max_journal_size = 16777216
     log = "var/log/server.log"
     pid = "var/run/server.pid"
+    metrics = "127.0.0.1:9122"    # Prometheus endpoint; off when absent
+    metrics_queues = 100          # queues with their own label; the rest sum as "(other)"
 
     [queues.default]              # limits for every queue ...
     max_items = 1000000
@@ -67,6 +69,8 @@ class ServerConfig:
     group: str | None = None
     daemonize: bool = False
     verbose: int = 0
+    metrics: str | None = None
+    metrics_queues: int = 100
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ _SERVER_KEYS: dict[str, tuple[type, ...]] = {
     "timeout": (int, float), "enable_shutdown": (bool,), "flush_all_empties": (bool,),
     "max_journal_size": (int,), "log": (str,), "pid": (str,), "user": (str,),
     "group": (str,), "daemonize": (bool,), "verbose": (int,),
+    "metrics": (str,), "metrics_queues": (int,),
 }
 PATH_KEYS = {"queue_path", "log", "pid"}
 _LIMIT_KEYS: dict[str, tuple[type, ...]] = {

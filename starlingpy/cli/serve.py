@@ -41,6 +41,9 @@ def register(subparsers) -> None:
                    help="let clients stop the server with `shutdown`")
     p.add_argument("--flush-all-empties", dest="flush_all_empties", action="store_true",
                    default=None, help="let `flush_all` empty every queue")
+    p.add_argument("--metrics", help="serve Prometheus metrics on HOST:PORT (default: off)")
+    p.add_argument("--metrics-queues", dest="metrics_queues", type=int,
+                   help="queues labelled in metrics, deepest first; the rest sum as (other) (default 100)")
     p.set_defaults(func=run)
 
 
