@@ -80,6 +80,8 @@ class Worker:
     requires reliable reads, False never uses them, None (default) uses them
     where the server has them. ``between_messages``: called before each
     take, while no task runs (``starlingpy work`` reaps orphans there).
+    ``on_finish(task name or None, outcome, seconds)``: told after each
+    message (worker metrics).
 
     While a task runs, ``client`` is the task set's client in this process
     (:meth:`TaskSet.using`): a task that pushes another task reaches the
@@ -89,7 +91,8 @@ class Worker:
     def __init__(self, taskset: TaskSet, queues: Sequence[str] | None = None, client=None,
                  engines: Iterable = (), *, wait_timeout: float = 5.0,
                  reliable: bool | None = None, name: str | None = None,
-                 between_messages: Callable[[], object] | None = None) -> None:
+                 between_messages: Callable[[], object] | None = None,
+                 on_finish: Callable[[str | None, str, float], object] | None = None) -> None:
         self.taskset = taskset
         self.queues = list(queues) if queues else taskset.queues
         if not self.queues:
@@ -102,6 +105,7 @@ class Worker:
         self.reliable = reliable
         self.name = name or taskset.name
         self.between_messages = between_messages
+        self.on_finish = on_finish
         self.stop_requested: str | None = None   # None, "warm" or "cold"
         self._busy = False
         self._counts = dict(handled=0, succeeded=0, retried=0, failed=0, rejected=0)
@@ -230,6 +234,8 @@ class Worker:
         self._counts["handled"] += 1
         self._counts[outcome] += 1
         elapsed = time.monotonic() - started
+        if self.on_finish is not None:
+            self.on_finish(task_msg.task if task_msg else None, outcome, elapsed)
         level = logging.INFO if outcome == "succeeded" else logging.WARNING
         log.log(level, "task=%s id=%s queue=%s attempt=%s outcome=%s time=%.3fs%s",
                 task_msg.task if task_msg else "?", task_msg.id if task_msg else "?",
