@@ -26,11 +26,15 @@ class WebServer:
         self.url = f"http://{host}:{self.port}"
 
     def run(self) -> None:
-        self._server.run()
+        try:
+            self._server.run()
+        finally:
+            self._server.task_dispatcher.shutdown()
 
     def stop(self) -> None:
-        self._server.task_dispatcher.shutdown()
-        wasyncore.close_all(self._map)
+        # Sockets are closed by the loop's own thread (through waitress's
+        # trigger), never under its select; an empty map ends run().
+        self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
 
     def __enter__(self) -> WebServer:
         self._thread = threading.Thread(target=self.run, name=f"web {self.url}", daemon=True)
