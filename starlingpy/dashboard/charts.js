@@ -25,7 +25,8 @@ function shortNumber(value) {
   return String(Math.round(value * 100) / 100);
 }
 
-// times: unix seconds; series: [{name, color, values: [number or null]}].
+// times: unix seconds; series: [{name, color, values: [number or null], dash}]
+// (dash: an SVG stroke-dasharray, so a line drawn over an equal one still shows).
 // Each unbroken run of a series is one <polyline data-series=name>.
 function drawLineChart(svg, times, series) {
   const width = 360, height = 110, left = 38, right = 6, top = 6, bottom = 16;
@@ -59,7 +60,8 @@ function drawLineChart(svg, times, series) {
                                          "data-series": s.name}));
       } else if (run.length > 1) {
         svg.append(svgElement("polyline", {points: run.map((p) => p.join(",")).join(" "), fill: "none",
-                                           stroke: s.color, "stroke-width": 1.5, "data-series": s.name}));
+                                           stroke: s.color, "stroke-width": 1.5, "data-series": s.name,
+                                           "stroke-dasharray": s.dash || "none"}));
       }
       run = [];
     };

@@ -55,8 +55,8 @@ function showQueues(data) {
     card.querySelector(".rate-out").textContent = lastValue(q.rate_out) ?? "-";
     drawLineChart(card.querySelector("svg.depth"), data.times, [{name: "depth", color: "#333", values: q.depth}]);
     drawLineChart(card.querySelector("svg.rate"), data.times, [
-      {name: "in", color: "#2a7d2a", values: q.rate_in},
       {name: "out", color: "#1f5fbf", values: q.rate_out},
+      {name: "in", color: "#2a7d2a", values: q.rate_in, dash: "4 3"},
     ]);
   }
   const status = document.getElementById("status");
