@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.2 <= args.interval <= 3600:
         print("starlingpy dashboard: --interval must be between 0.2 and 3600 seconds", file=sys.stderr)
         return 2
-    processes = None
+    processes = worker_metrics = None
     address = args.server
     if args.config:
         from starlingpy.supervisor import load_tier
@@ -64,10 +64,13 @@ def run(args: argparse.Namespace) -> int:
 
         def processes():
             return status_report(tier)
+
+        worker_metrics = _worker_metrics(tier)
     address = address or DEFAULT_ADDRESS
     history = QueueHistory(args.interval)
     client = Client([address])
-    app = create_app(history, client, failed_queue=args.failed_queue, processes=processes)
+    app = create_app(history, client, failed_queue=args.failed_queue, processes=processes,
+                     worker_metrics=worker_metrics)
     try:
         server = WebServer(app, args.host, args.port)
     except OSError as error:
@@ -82,3 +85,25 @@ def run(args: argparse.Namespace) -> int:
         sampler.stop()
         client.close()
     return 0
+
+
+def _worker_metrics(tier):
+    """The exposition of the supervised workers: their files summed, and
+    each pool's configured and living instances."""
+    from prometheus_client import generate_latest
+
+    from starlingpy.supervisor.control import status_report
+    from starlingpy.supervisor.tier import worker_metrics_dir
+    from starlingpy.worker.metrics import workers_registry
+
+    def pool_sizes() -> dict[str, tuple[int, int]]:
+        alive = [p["name"] for p in status_report(tier)["processes"] if p["kind"] == "worker" and p["alive"]]
+        return {pool.name: (pool.instances, sum(name.rsplit(".", 1)[0] == pool.name for name in alive))
+                for pool in tier.pools}
+
+    directory = worker_metrics_dir(tier)
+
+    def render() -> bytes:
+        directory.mkdir(parents=True, exist_ok=True)  # before the first `up`, an empty sum
+        return generate_latest(workers_registry(directory, pool_sizes))
+    return render

@@ -94,7 +94,10 @@ def _run_pool(args: argparse.Namespace) -> int:
     from starlingpy.worker.metrics import pool_metrics
 
     try:
-        with pool_metrics(args.metrics, args.instances, lambda: len(pool.pids()), env):
+        def sizes():  # from the HTTP thread: only reads the live children; stale is harmless
+            return {args.module: (args.instances, len(pool.pids()))}
+
+        with pool_metrics(args.metrics, sizes, env):
             return pool.run()
     except (ValueError, OSError) as exc:
         print(f"starlingpy work: --metrics {args.metrics}: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@
     GET  /api/failed            the failure queue, with tracebacks
     POST /api/failed/retry      {"ids": [...]}: back to their queues as first attempts
     POST /api/failed/drop       {"ids": [...]}: removed for good
+    GET  /metrics               the supervised workers' Prometheus metrics (with a tier config)
 
 The two POSTs accept only ``application/json`` bodies, which a form on
 another site cannot send without the browser asking first (CORS preflight,
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flask import Flask, Response, jsonify, request
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
 from starlingpy.dashboard.history import QueueHistory
@@ -33,9 +35,11 @@ ASSETS = {"charts.js": "text/javascript; charset=utf-8", "dashboard.js": "text/j
 
 
 def create_app(history: QueueHistory, client, *, failed_queue: str = "failed", failed_limit: int = 100,
-               processes: Callable[[], dict] | None = None) -> Flask:
+               processes: Callable[[], dict] | None = None,
+               worker_metrics: Callable[[], bytes] | None = None) -> Flask:
     """``client``: a (thread-safe) starlingpy Client for the failure queue;
-    ``processes()``: the supervisor's status report, or None without one."""
+    ``processes()``: the supervisor's status report; ``worker_metrics()``:
+    the exposition text of its workers (both absent without a tier)."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
 
@@ -80,6 +84,12 @@ def create_app(history: QueueHistory, client, *, failed_queue: str = "failed", f
         done = (retry_failed if action == "retry" else drop_failed)(client, failed_queue, ids, failed_limit)
         return jsonify({action: [item.id for item in done],
                         "missing": sorted(set(ids) - {item.id for item in done})})
+
+    @app.get("/metrics")
+    def metrics():
+        if worker_metrics is None:
+            return jsonify({"error": "worker metrics need the tier's config (-c)"}), 404
+        return Response(worker_metrics(), content_type=CONTENT_TYPE_LATEST)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -30,6 +30,7 @@ from starlingpy.supervisor.state import (
     remove_state,
     save_state,
 )
+from starlingpy.worker.metrics import MULTIPROC_ENV, fresh_directory
 
 log = logging.getLogger("starlingpy.supervisor")
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
@@ -39,6 +40,10 @@ REAP_INTERVAL = 0.5
 
 class StartupError(Exception):
     """The tier could not be brought up (the message says why)."""
+
+
+def worker_metrics_dir(tier: TierConfig) -> Path:
+    return tier.settings.run_dir / "worker-metrics"
 
 
 def pid_path(tier: TierConfig, name: str) -> Path:
@@ -140,6 +145,8 @@ class Tier:
 
     async def _start_workers(self, nursery: trio.Nursery) -> None:
         """Every instance of every pool, one after another."""
+        # Every worker writes its metrics here; `starlingpy dashboard -c` sums them.
+        metrics = fresh_directory(worker_metrics_dir(self.config))
         for pool in self.config.pools:
             for index in range(1, pool.instances + 1):
                 name = f"{pool.name}.{index}"
@@ -147,7 +154,7 @@ class Tier:
                 # Tasks that push tasks reach the server through the worker's own
                 # client (given by --server).
                 env = child_env({**pool.env, "STARLINGPY_WORKER": name,
-                                 "STARLINGPY_WORKER_INDEX": str(index)},
+                                 "STARLINGPY_WORKER_INDEX": str(index), MULTIPROC_ENV: str(metrics)},
                                 python_path=pool.directory)
                 worker = self._managed(name, "worker", self._worker_argv(pool),
                                        cwd=pool.directory, env=env)

@@ -7,7 +7,10 @@ child in ``PROMETHEUS_MULTIPROC_DIR`` (read when a child first imports
 prometheus_client, so it must be in the child's environment from the start),
 each child writes its counters to its own memory-mapped files there, and a
 scrape of the parent sums them. A restarted child's counts stay counted.
-The directory is removed when the pool exits.
+The directory is removed when the pool exits. Under the supervisor
+(``starlingpy up``) each worker instance is its own process: the supervisor
+gives them all ``RUN_DIR/worker-metrics`` and ``starlingpy dashboard -c``
+serves the sum at ``/metrics``.
 
 Labels are bounded by the code: ``task`` is one of the task set's names, or
 ``(unknown)`` for a message that names none; ``outcome`` is one of the
@@ -20,8 +23,9 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 from starlingpy.client.servers import parse_address
 
@@ -57,42 +61,63 @@ class WorkerMetrics:
         self.seconds.labels(label).observe(seconds)
 
 
-class _PoolCollector:
-    """The parent's own numbers, read at scrape time."""
+PoolSizes = Callable[[], Mapping[str, tuple[int, int]]]  # pool name -> (instances, alive)
 
-    def __init__(self, instances: int, alive: Callable[[], int]) -> None:
-        self._instances = instances
-        self._alive = alive
+
+class _PoolCollector:
+    """How many worker processes each pool runs and has alive, at scrape time."""
+
+    def __init__(self, pools: PoolSizes) -> None:
+        self._pools = pools
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        yield GaugeMetricFamily("starlingpy_pool_workers", "Worker processes the pool runs.",
-                                value=self._instances)
-        yield GaugeMetricFamily("starlingpy_pool_workers_alive", "Worker processes alive now.",
-                                value=self._alive())
+        sizes = self._pools()
+        workers = GaugeMetricFamily("starlingpy_pool_workers", "Worker processes the pool runs.",
+                                    labels=["pool"])
+        alive = GaugeMetricFamily("starlingpy_pool_workers_alive", "Worker processes alive now.",
+                                  labels=["pool"])
+        for pool, (instances, living) in sorted(sizes.items()):
+            workers.add_metric([pool], instances)
+            alive.add_metric([pool], living)
+        yield workers
+        yield alive
+
+
+def workers_registry(directory: str | Path, pools: PoolSizes):
+    """A registry summing every worker's files in ``directory``, plus the
+    pools' sizes: what a pool parent or the dashboard serves."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    registry.register(_PoolCollector(pools))
+    return registry
+
+
+def fresh_directory(directory: Path) -> Path:
+    """``directory``, emptied: a new tier's counters start from zero
+    rather than adding to a previous run's files."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
 
 
 @contextmanager
-def pool_metrics(address: str, instances: int, alive: Callable[[], int],
-                 env: dict) -> Iterator[str]:
+def pool_metrics(address: str, pools: PoolSizes, env: dict) -> Iterator[str]:
     """In the pool parent: make the shared directory (named in ``env`` for
     the children), serve ``/metrics`` on ``address`` from a thread, and yield
     the URL; stop and clean up on exit. Raises ValueError for a bad address,
     OSError when it cannot listen."""
+    from prometheus_client import start_http_server
+
     host, port = parse_address(address)
     directory = tempfile.mkdtemp(prefix="starlingpy-worker-metrics-")
     env[MULTIPROC_ENV] = directory
     try:
-        # Imported only now: the parent must not pick multiprocess values for
-        # itself before the directory exists (it creates none of its own).
-        from prometheus_client import CollectorRegistry, start_http_server
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=directory)
-        registry.register(_PoolCollector(instances, alive))
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        server, thread = start_http_server(port, addr=host, registry=workers_registry(directory, pools))
         try:
             url = f"http://{host}:{server.server_port}/metrics"
             log.info("metrics on %s", url)

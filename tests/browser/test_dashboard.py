@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -24,6 +25,7 @@ from starlingpy.client import Client
 from tests.browser.test_page import browser  # noqa: F401 (fixture)
 from tests.e2e.tier_helpers import logs, starlingpy, tier_status, write_tier_config
 from tests.support import REPO, wait_until
+from tests.worker.test_worker_metrics import scrape
 
 _URL = re.compile(r"dashboard on (http://\S+?)/? ")
 
@@ -76,6 +78,11 @@ def rows(driver, table: str) -> list:
     return driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")
 
 
+def click(driver, selector: str) -> bool:
+    driver.find_element(By.CSS_SELECTOR, selector).click()
+    return True
+
+
 def test_dashboard_charts_workers_and_failure_queue(tier, browser):  # noqa: F811
     config, marks = tier
     from tests.worker import sample_tasks
@@ -94,7 +101,8 @@ def test_dashboard_charts_workers_and_failure_queue(tier, browser):  # noqa: F81
 
         browser.set_window_size(1200, 1100)
         browser.get(dashboard.url)
-        wait = WebDriverWait(browser, 60)
+        # The page redraws its tables as it polls: an element found may be gone a moment later.
+        wait = WebDriverWait(browser, 60, ignored_exceptions=[StaleElementReferenceException])
         backlog = '.queue[data-queue="backlog"]'
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"{backlog} .depth-now")
                    and d.find_element(By.CSS_SELECTOR, f"{backlog} .depth-now").text == "5")
@@ -116,28 +124,35 @@ def test_dashboard_charts_workers_and_failure_queue(tier, browser):  # noqa: F81
         workers = wait.until(lambda d: [r.text for r in rows(d, "workers")
                                         if r.get_attribute("data-name").startswith("samples")])
         assert "running" in workers[0]
-        assert any(r.get_attribute("data-name") == "server" for r in rows(browser, "workers"))
+        wait.until(lambda d: any(r.get_attribute("data-name") == "server" for r in rows(d, "workers")))
 
         wait.until(lambda d: {r.get_attribute("data-id") for r in rows(d, "failed")} == {first, second})
         assert "flaky a is not fixed yet" in browser.find_element(By.ID, "failed").text
-        assert "RuntimeError" in browser.find_element(
-            By.CSS_SELECTOR, f'#failed tr[data-id="{first}"] details pre').get_attribute("textContent")
+        wait.until(lambda d: "RuntimeError" in d.find_element(
+            By.CSS_SELECTOR, f'#failed tr[data-id="{first}"] details pre').get_attribute("textContent"))
         shot = os.environ.get("STARLINGPY_DASHBOARD_SCREENSHOT")
         if shot:
             assert browser.save_screenshot(str(Path(shot).resolve()))
 
         # Retry: back to its queue as a first attempt; now fixed, the worker does it.
         (marks / "fixed-a").touch()
-        browser.find_element(By.CSS_SELECTOR, f'#failed tr[data-id="{first}"] button.retry').click()
+        wait.until(lambda d: click(d, f'#failed tr[data-id="{first}"] button.retry'))
         wait.until(lambda d: {r.get_attribute("data-id") for r in rows(d, "failed")} == {second})
         wait_until(lambda: any(p.name.startswith("flaky-a-") for p in marks.iterdir()), timeout=60,
                    message="the retried message to succeed")
         assert f"retry: {first}" in browser.find_element(By.ID, "failed-action").text
 
-        browser.find_element(By.CSS_SELECTOR, f'#failed tr[data-id="{second}"] button.drop').click()
+        wait.until(lambda d: click(d, f'#failed tr[data-id="{second}"] button.drop'))
         wait.until(lambda d: not rows(d, "failed"))
         assert client.sizeof("failed") == 0
         assert not any(p.name.startswith("flaky-b-") for p in marks.iterdir()), "dropped is not run"
+
+        # The supervised worker's metrics, served by the dashboard.
+        samples = scrape(dashboard.url + "/metrics")
+        flaky = {dict(labels)["outcome"]: value for (name, labels), value in samples.items()
+                 if name == "starlingpy_worker_messages_total" and dict(labels)["task"] == "flaky"}
+        assert flaky == {"failed": 2.0, "succeeded": 1.0}
+        assert samples[("starlingpy_pool_workers_alive", (("pool", "samples"),))] == 1
     finally:
         dashboard.stop()
         sample_tasks.tasks.client_factory = None

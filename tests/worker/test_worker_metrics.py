@@ -13,6 +13,7 @@ from tests.support import wait_until
 from tests.worker.test_processes import WorkerProcess, marks, tasks  # noqa: F401 (fixtures)
 
 _URL = re.compile(rb"metrics on (http://\S+)")
+POOL = (("pool", "tests.worker.sample_tasks"),)  # `starlingpy work` names its pool by module
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
@@ -31,7 +32,7 @@ def test_pool_metrics_sum_every_worker_process(server, client, marks, tasks):  #
                          "--metrics", "127.0.0.1:0")
     try:
         url = wait_until(lambda: _URL.search(pool.log), timeout=30, message="the metrics URL").group(1).decode()
-        wait_until(lambda: scrape(url).get(("starlingpy_pool_workers_alive", ())) == 2, timeout=30,
+        wait_until(lambda: scrape(url).get(("starlingpy_pool_workers_alive", POOL)) == 2, timeout=30,
                    message="two workers alive")
         for tag in ("p1", "p2"):  # one in each process at once
             tasks.get("hold").push(tag)
@@ -56,7 +57,7 @@ def test_pool_metrics_sum_every_worker_process(server, client, marks, tasks):  #
         assert messages(samples, "(unknown)", "rejected") == 1
         assert samples[("starlingpy_worker_task_seconds_count", (("task", "note"),))] == 6
         assert samples[("starlingpy_worker_task_seconds_count", (("task", "explode"),))] == 2
-        assert samples[("starlingpy_pool_workers", ())] == 2
+        assert samples[("starlingpy_pool_workers", POOL)] == 2
         # Counted in two processes, summed by the parent.
         assert len({m.name.rsplit("-", 1)[1] for m in marks.iterdir() if m.name.startswith("done-p")}) == 2
     finally:
