@@ -2,7 +2,8 @@
 
 A background thread asks the server for ``stats`` every ``interval``
 seconds and keeps one sample per interval for ``window`` seconds: per queue,
-the items waiting and the running totals of items added and taken. Rates
+the items waiting and the running totals of items added and gone (taken
+or expired). Rates
 are differences between neighbouring samples, so a dashboard opened now
 shows the whole hour at once.
 
@@ -40,17 +41,16 @@ class QueueHistory:
         self.error: str | None = None  # why the last sample failed, if it did
 
     def add(self, now: float, stats: Mapping[str, str]) -> None:
-        """One ``stats`` reply: per queue (items, total added, total taken)."""
+        """One ``stats`` reply: per queue (items, total added, total gone)."""
         queues = {}
         for name in queue_names(stats):
             try:
                 items = int(stats[f"queue_{name}_items"])
                 added = int(stats.get(f"queue_{name}_total_items", 0))
-                expired = int(stats.get(f"queue_{name}_expired_items", 0))
             except ValueError:
                 continue
-            # Whatever was added and is no longer waiting was taken (or expired).
-            queues[name] = (items, added, max(0, added - items - expired))
+            # Whatever was added and is no longer waiting has left: taken or expired.
+            queues[name] = (items, added, max(0, added - items))
         deepest = sorted(queues, key=lambda q: (-queues[q][0], q))[:self.max_queues]
         with self._lock:
             self._samples.append((now, {q: queues[q] for q in deepest}))
