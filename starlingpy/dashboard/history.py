@@ -2,10 +2,9 @@
 
 A background thread asks the server for ``stats`` every ``interval``
 seconds and keeps one sample per interval for ``window`` seconds: per queue,
-the items waiting and the running totals of items added and gone (taken
-or expired). Rates
-are differences between neighbouring samples, so a dashboard opened now
-shows the whole hour at once.
+the items waiting and the running totals of items added and gone (taken or
+expired). Rates are differences between neighbouring samples, so a
+dashboard opened now shows the whole hour at once.
 
 Bounded: at most ``max_queues`` queues (the deepest at each sample) are
 kept per sample, and at most window/interval samples.
