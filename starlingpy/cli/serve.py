@@ -42,9 +42,16 @@ def register(subparsers) -> None:
     p.add_argument("--flush-all-empties", dest="flush_all_empties", action="store_true",
                    default=None, help="let `flush_all` empty every queue")
     p.add_argument("--metrics", help="serve Prometheus metrics on HOST:PORT (default: off)")
-    p.add_argument("--metrics-queues", dest="metrics_queues", type=int,
+    p.add_argument("--metrics-queues", dest="metrics_queues", type=non_negative,
                    help="queues labelled in metrics, deepest first; the rest sum as (other) (default 100)")
     p.set_defaults(func=run)
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
