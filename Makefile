@@ -42,9 +42,9 @@ bench: $(STAMP)
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check starlingpy tests bench client workers
 
-# The reference application: server, four graders and the web page.
+# The reference application: server, four graders, the web page and the dashboard.
 demo: $(STAMP)
-	$(BIN)/python -m workers.demo --port $(or $(WEB_PORT),8080)
+	$(BIN)/python -m workers.demo --port $(or $(WEB_PORT),8080) --dashboard-port $(or $(DASHBOARD_PORT),8081)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

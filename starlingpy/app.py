@@ -95,8 +95,15 @@ def start_server(config: Config) -> int:
             if notify:
                 notify(None, line)
 
-        trio.run(partial(server.serve, settings.host, settings.port, handle_signals=True,
-                         task_status=_Announcer(announce)))
+        run = partial(server.serve, settings.host, settings.port, handle_signals=True,
+                      task_status=_Announcer(announce))
+        if settings.metrics:  # the Prometheus endpoint beside the server
+            from starlingpy import metrics
+            exporter = metrics.ServerMetrics(store.statistics, lambda: server.counters,
+                                             settings.metrics_queues)
+            store.observe_syncs(exporter.observe_sync)
+            run = partial(metrics.serve_beside, run, settings.metrics, exporter)
+        trio.run(run)
     except (PidFileError, ListenError) as error:
         return fail(str(error))
     finally:

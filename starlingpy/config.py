@@ -14,6 +14,10 @@ Starling's own).  Ours::
     flush_all_empties = false
     log = "var/log/server.log"    # relative paths resolve against this file's folder
     pid = "var/run/server.pid"
+    metrics = "127.0.0.1:9122"    # Prometheus endpoint; off when absent
+    metrics_queues = 100          # queues with their own label; the rest sum as "(other)"
+    metrics = "127.0.0.1:9122"    # Prometheus endpoint; off when absent
+    metrics_queues = 100          # queues with their own label; the rest sum as "(other)"
 
     [store]                       # where the queues are kept (docs/storage.md)
     kind = "journal"              # the only kind so far: journal files in queue_path
@@ -81,6 +85,8 @@ class ServerConfig:
     daemonize: bool = False
     verbose: int = 0
     ready_fd: int | None = None  # command line only (the supervisor's readiness pipe)
+    metrics: str | None = None  # HOST:PORT of the Prometheus endpoint; None: off
+    metrics_queues: int = 100  # queues labelled in metrics, deepest first
 
 
 STORE_KINDS = ("journal",)
@@ -146,6 +152,7 @@ SERVER_SCHEMA: dict[str, Field] = {
     "log": Field((str,), path=True),
     "pid": Field((str,), path=True), "user": Field((str,)), "group": Field((str,)),
     "daemonize": Field((bool,)), "verbose": Field((int,)),
+    "metrics": Field((str,)), "metrics_queues": Field((int,)),
 }
 STORE_SCHEMA: dict[str, Field] = {
     "kind": Field((str,), check=_store_kind), "queue_path": Field((str,), path=True),

@@ -1,10 +1,11 @@
 """The reference application on one machine, in one command:
 
-    python -m workers.demo [--port 8080]
+    python -m workers.demo [--port 8080] [--dashboard-port 8081]
 
 Starts the tier (``starlingpy up -c workers/starlingpy.toml``: the server on
-127.0.0.1:22122 and four graders), then the web app, prints the page's
-address, and on Ctrl-C stops the web app and the tier. Data goes to ``var/``.
+127.0.0.1:22122 and four graders), then the web app and, beside it, the
+operator's dashboard (``starlingpy dashboard``), prints both addresses, and
+on Ctrl-C stops them and the tier. Data goes to ``var/``.
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ def starlingpy(*args: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080, help="the page's port (default 8080)")
+    parser.add_argument("--dashboard-port", type=int, default=8081,
+                        help="the dashboard's port (default 8081)")
     args = parser.parse_args(argv)
     # SIGTERM (a service manager, `timeout`, `kill`) stops the tier like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if starlingpy("up") != 0:
         return 1
     starlingpy("status")
+    # It prints "dashboard on http://127.0.0.1:PORT/" once it accepts.
+    dashboard = subprocess.Popen([sys.executable, "-m", "starlingpy", "dashboard", "-c", str(CONFIG),
+                                  "--port", str(args.dashboard_port),
+                                  "--failed-queue", "grader_failed"], cwd=REPO)
     try:
         # The web app prints "serving on http://127.0.0.1:PORT/" once it accepts.
         return subprocess.call([sys.executable, "-m", "client.web", "--port", str(args.port)],
@@ -40,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
         starlingpy("down")
 
 

@@ -48,6 +48,9 @@ def register(subparsers) -> None:
                    default=None, help="let `flush_all` empty every queue")
     p.add_argument(READY_FD_OPTION, dest="ready_fd", type=int,
                    help="report readiness (or why start-up failed) on this inherited pipe fd")
+    p.add_argument("--metrics", help="serve Prometheus metrics on HOST:PORT (default: off)")
+    p.add_argument("--metrics-queues", dest="metrics_queues", type=non_negative,
+                   help="queues labelled in metrics, deepest first; the rest sum as (other) (default 100)")
     p.set_defaults(func=run)
 
 
@@ -56,6 +59,13 @@ def _sync_policy(text: str) -> SyncPolicy:
         return SyncPolicy.parse(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 def resolve_config(args: argparse.Namespace) -> Config:

@@ -55,6 +55,8 @@ def register(subparsers) -> None:
     parser.add_argument("--wait-timeout", type=float, default=5.0,
                         help="seconds one blocking get waits (default 5)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--metrics", help="serve Prometheus metrics of every worker process on "
+                                          "HOST:PORT (from a pool parent, even for one instance)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.instances < 1:
         print("starlingpy work: --instances must be >= 1", file=sys.stderr)
         return 2
-    if args.instances > 1 and args.parent_pid is None:
+    if (args.instances > 1 or args.metrics) and args.parent_pid is None:
         return _run_pool(args)
     return _run_worker(args)
 
@@ -86,7 +88,20 @@ def _run_pool(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     # Children import MODULE from the directory the parent was started in.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
-    return WorkerPool(worker_command(args.module, tail), args.instances, env=env).run()
+    pool = WorkerPool(worker_command(args.module, tail), args.instances, env=env)
+    if not args.metrics:
+        return pool.run()
+    from starlingpy.worker.metrics import pool_metrics
+
+    try:
+        def sizes():  # from the HTTP thread: only reads the live children; stale is harmless
+            return {args.module: (args.instances, len(pool.pids()))}
+
+        with pool_metrics(args.metrics, sizes, env):
+            return pool.run()
+    except (ValueError, OSError) as exc:
+        print(f"starlingpy work: --metrics {args.metrics}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _stop_before_start(signum, frame) -> None:
@@ -102,6 +117,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     from starlingpy.client import Client
     from starlingpy.process.managed import die_with_parent
     from starlingpy.worker.loop import Worker
+    from starlingpy.worker.metrics import MULTIPROC_ENV, WorkerMetrics
 
     if args.parent_pid is not None:
         die_with_parent(args.parent_pid)
@@ -119,8 +135,11 @@ def _run_worker(args: argparse.Namespace) -> int:
         client = Client([DEFAULT_SERVER])
     queues = [q for q in (args.queues or "").split(",") if q] or None
     engines = [value for value in vars(module).values() if isinstance(value, Engine)]
+    metrics = None
+    if MULTIPROC_ENV in os.environ:  # a pool parent serves our metrics
+        metrics = WorkerMetrics(taskset.tasks)
     worker = Worker(taskset, queues, client=client, engines=engines, wait_timeout=args.wait_timeout,
-                    adopt_orphans=True)
+                    adopt_orphans=True, on_finish=metrics.finished if metrics else None)
     worker.install_signal_handlers()
     try:
         worker.work(burst=args.burst, max_messages=args.max_messages)

@@ -376,6 +376,10 @@ class JournalStore(LocalStore):
             log.error("journal write failed: %s", failure)
             raise store_error(failure)
 
+    def observe_syncs(self, observer: Callable[[float], None]) -> None:
+        """Tell ``observer`` how long each fsync round took (seconds): metrics."""
+        self._group.on_sync = observer
+
     async def _wait_durable(self) -> None:
         try:
             await self._group.wait_durable()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,7 @@ class GroupCommit:
         self._written = 0
         self._synced = 0
         self._round: trio.Event | None = None
+        self.on_sync: Callable[[float], None] | None = None  # told each round's fsync seconds
 
     def wrote(self, journal: JournalFile) -> None:
         """``journal`` was appended to (or truncated)."""
@@ -130,7 +133,10 @@ class GroupCommit:
             files, dirs = self._dirty_files, self._dirty_dirs
             self._dirty_files, self._dirty_dirs = set(), set()
             mark = self._written
+            started = time.perf_counter()
             await trio.to_thread.run_sync(_fsync_all, list(files), list(dirs))
+            if self.on_sync is not None:
+                self.on_sync(time.perf_counter() - started)
         except BaseException:
             self._dirty_files |= files  # not vouched for: the next round retries
             self._dirty_dirs |= dirs

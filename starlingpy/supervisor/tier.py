@@ -29,6 +29,7 @@ from starlingpy.process.managed import (
 from starlingpy.process.reaper import become_subreaper
 from starlingpy.supervisor.config import TierConfig
 from starlingpy.supervisor.state import TierState, remove_state, save_state
+from starlingpy.worker.metrics import MULTIPROC_ENV, fresh_directory
 from starlingpy.worker.pool import WORKER_INDEX_ENV
 
 log = logging.getLogger("starlingpy.supervisor")
@@ -37,6 +38,10 @@ SERVER_STOP_GRACE = 10.0
 
 class StartupError(Exception):
     """The tier could not be brought up (the message says why)."""
+
+
+def worker_metrics_dir(tier: TierConfig) -> Path:
+    return tier.settings.run_dir / "worker-metrics"
 
 
 def pid_path(tier: TierConfig, name: str) -> Path:
@@ -137,6 +142,8 @@ class Tier:
 
     async def _start_workers(self, nursery: trio.Nursery) -> None:
         """Every instance of every pool, one after another."""
+        # Every worker writes its metrics here; `starlingpy dashboard -c` sums them.
+        metrics = fresh_directory(worker_metrics_dir(self.config))
         for pool in self.config.pools:
             for index in range(1, pool.instances + 1):
                 name = f"{pool.name}.{index}"
@@ -144,7 +151,7 @@ class Tier:
                 # Tasks that push tasks reach the server through the worker's own
                 # client (given by --server).
                 env = child_env({**pool.env, "STARLINGPY_WORKER": name,
-                                 WORKER_INDEX_ENV: str(index)},
+                                 WORKER_INDEX_ENV: str(index), MULTIPROC_ENV: str(metrics)},
                                 python_path=pool.directory)
                 worker = self._managed(name, "worker", self._worker_argv(pool),
                                        cwd=pool.directory, env=env)

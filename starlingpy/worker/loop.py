@@ -84,6 +84,8 @@ class Worker:
     take, while no task runs. ``adopt_orphans``: make this process the
     subreaper of what tasks start (Linux), reap those orphans between
     messages and kill the ones still running when :meth:`work` returns.
+    ``on_finish(task name or None, outcome, seconds)``: told after each
+    message (worker metrics).
 
     While a task runs, ``client`` is the task set's client in this process
     (:meth:`TaskSet.using`): a task that pushes another task reaches the
@@ -94,7 +96,8 @@ class Worker:
                  engines: Iterable = (), *, wait_timeout: float = 5.0,
                  reliable: bool | None = None, name: str | None = None,
                  between_messages: Callable[[], object] | None = None,
-                 adopt_orphans: bool = False) -> None:
+                 adopt_orphans: bool = False,
+                 on_finish: Callable[[str | None, str, float], object] | None = None) -> None:
         self.taskset = taskset
         self.queues = list(queues) if queues else taskset.queues
         if not self.queues:
@@ -108,6 +111,7 @@ class Worker:
         self.name = name or taskset.name
         self.between_messages = between_messages
         self.adopt_orphans = adopt_orphans
+        self.on_finish = on_finish
         self.stop_requested: str | None = None   # None, "warm" or "cold"
         self._busy = False
         self._counts = dict(handled=0, succeeded=0, retried=0, failed=0, rejected=0)
@@ -247,6 +251,8 @@ class Worker:
         self._counts["handled"] += 1
         self._counts[outcome] += 1
         elapsed = time.monotonic() - started
+        if self.on_finish is not None:
+            self.on_finish(task_msg.task if task_msg else None, outcome, elapsed)
         level = logging.INFO if outcome == "succeeded" else logging.WARNING
         log.log(level, "task=%s id=%s queue=%s attempt=%s outcome=%s time=%.3fs%s",
                 task_msg.task if task_msg else "?", task_msg.id if task_msg else "?",

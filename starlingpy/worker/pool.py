@@ -41,6 +41,7 @@ from starlingpy.process.managed import (
     ManagedProcess,
     ProcessRecord,
     kill_strays,
+    managed_pids,
     reap_orphans_forever,
 )
 from starlingpy.process.reaper import become_subreaper
@@ -77,6 +78,10 @@ class WorkerPool:
 
     def run(self) -> int:
         return trio.run(self._run)
+
+    def pids(self) -> list[int]:
+        """The workers running now (read from another thread by the metrics endpoint)."""
+        return managed_pids(self.workers)
 
     async def _run(self) -> int:
         subreaper = become_subreaper()

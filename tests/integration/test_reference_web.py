@@ -6,10 +6,8 @@ tests/e2e/test_reference_app.py, the grading rules in tests/unit)."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
-from wsgiref.simple_server import make_server
 
 import pytest
 from sqlalchemy import select
@@ -18,7 +16,8 @@ from sqlalchemy.orm import Session
 from client.database import make_engine, prepare
 from client.models import Submission
 from client.submit import SubmitError, fetch, submit
-from client.web import App, QuietHandler, Tasks, ThreadingWSGIServer
+from client.web import Tasks, create_app
+from starlingpy.webserver import WebServer
 
 
 @pytest.fixture
@@ -29,16 +28,10 @@ def web(tmp_path):
     pushed: list[tuple[str, int]] = []
     tasks = Tasks(grade=lambda i: pushed.append(("grade", i)),
                   regrade=lambda i: pushed.append(("regrade", i)))
-    httpd = make_server("127.0.0.1", 0, App(engine, tasks), server_class=ThreadingWSGIServer,
-                        handler_class=QuietHandler)
-    # A short poll interval only makes shutdown() quick.
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", engine, pushed
+        with WebServer(create_app(engine, tasks)) as server:
+            yield server.url, engine, pushed
     finally:
-        httpd.shutdown()
-        httpd.server_close()
         engine.dispose()
 
 
@@ -94,6 +87,13 @@ def test_not_json_and_unknown_pages(web):
     assert caught.value.code == 400
     assert get(url + "/api/submissions/999")[0] == 404
     assert get(url + "/nothing")[0] == 404
+    too_big = urllib.request.Request(url + "/api/submissions", data=b"x" * (300 * 1024), method="POST")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(too_big, timeout=10)
+    assert caught.value.code == 413 and "error" in json.loads(caught.value.read())
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(urllib.request.Request(url + "/api/problems", method="DELETE"), timeout=10)
+    assert caught.value.code == 405 and "error" in json.loads(caught.value.read())
     assert pushed == []
 
 
@@ -112,15 +112,11 @@ def test_when_the_queue_refuses_the_row_is_removed_and_the_student_told(tmp_path
 
     def queue_down(submission_id):
         raise ConnectionRefusedError("no server")
-    httpd = make_server("127.0.0.1", 0, App(engine, Tasks(grade=queue_down, regrade=queue_down)),
-                        server_class=ThreadingWSGIServer, handler_class=QuietHandler)
-    threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
     try:
-        with pytest.raises(SubmitError, match="503: the grading queue is unavailable"):
-            submit(f"http://127.0.0.1:{httpd.server_address[1]}", "hello", "print(1)")
+        with WebServer(create_app(engine, Tasks(grade=queue_down, regrade=queue_down))) as server:
+            with pytest.raises(SubmitError, match="503: the grading queue is unavailable"):
+                submit(server.url, "hello", "print(1)")
         with Session(engine) as session:
             assert session.scalars(select(Submission)).all() == []
     finally:
-        httpd.shutdown()
-        httpd.server_close()
         engine.dispose()

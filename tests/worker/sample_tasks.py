@@ -55,3 +55,11 @@ def orphan(tag: str) -> None:
     started = subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"],
                              capture_output=True, text=True, check=True, timeout=30)
     (MARKS / f"orphan-{tag}-{started.stdout.strip()}").touch()
+
+
+@tasks.task(queue="fast", max_attempts=1)
+def flaky(tag: str) -> None:
+    """Fails until the test creates fixed-<tag> (then a retry succeeds)."""
+    if not (MARKS / f"fixed-{tag}").exists():
+        raise RuntimeError(f"flaky {tag} is not fixed yet")
+    (MARKS / f"flaky-{tag}-{os.getpid()}").touch()

@@ -1,0 +1,1 @@
+"""``starlingpy dashboard``: queues, workers and the failure queue in a browser."""
