@@ -18,6 +18,7 @@ from starlingpy.config import Config, ServerConfig
 from starlingpy.daemon import daemonize
 from starlingpy.journal import SyncPolicy
 from starlingpy.pidfile import PidFileError, claim_pid_file, release_pid_file
+from starlingpy.security import SecurityConfigError, open_security
 from starlingpy.tcp import ListenError, QueueServer
 
 log = logging.getLogger("starlingpy")
@@ -66,6 +67,10 @@ def start_server(config: Config) -> int:
     except (KeyError, PermissionError) as error:
         return fail(f"cannot switch to user {settings.user!r} / group {settings.group!r}: {error}")
     try:
+        auth, tls = open_security(settings)
+    except SecurityConfigError as error:
+        return fail(str(error))
+    try:
         collection = QueueCollection.open(
             settings.queue_path, sync=sync, default_limits=config.default_limits,
             limits_by_name=config.limits_by_name, max_journal_size=settings.max_journal_size)
@@ -78,7 +83,7 @@ def start_server(config: Config) -> int:
             collection, max_connections=settings.max_connections, max_line=settings.max_line,
             max_item_size=settings.max_item_size, idle_timeout=settings.timeout,
             sync_always=sync.mode == "always", enable_shutdown=settings.enable_shutdown,
-            flush_all_empties=settings.flush_all_empties)
+            flush_all_empties=settings.flush_all_empties, auth=auth, tls=tls)
 
         def announce(address: tuple) -> None:
             line = f"listening on {settings.host}:{address[1]}\n"

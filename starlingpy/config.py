@@ -17,6 +17,8 @@ Starling's own).  Ours::
     max_journal_size = 16777216
     log = "var/log/server.log"
     pid = "var/run/server.pid"
+    auth_file = "auth"            # users, password hashes, rights (starlingpy.auth)
+    tls_cert = "server.pem"       # with tls_key: TLS-only listener; tls_ca: client certificates
 
     [queues.default]              # limits for every queue ...
     max_items = 1000000
@@ -67,6 +69,10 @@ class ServerConfig:
     group: str | None = None
     daemonize: bool = False
     verbose: int = 0
+    auth_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,10 @@ _SERVER_KEYS: dict[str, tuple[type, ...]] = {
     "max_item_size": (int,), "max_connections": (int,), "max_line": (int,),
     "timeout": (int, float), "enable_shutdown": (bool,), "flush_all_empties": (bool,),
     "max_journal_size": (int,), "log": (str,), "pid": (str,), "user": (str,),
-    "group": (str,), "daemonize": (bool,), "verbose": (int,),
+    "group": (str,), "daemonize": (bool,), "verbose": (int,), "auth_file": (str,),
+    "tls_cert": (str,), "tls_key": (str,), "tls_ca": (str,),
 }
-PATH_KEYS = {"queue_path", "log", "pid"}
+PATH_KEYS = {"queue_path", "log", "pid", "auth_file", "tls_cert", "tls_key", "tls_ca"}
 _LIMIT_KEYS: dict[str, tuple[type, ...]] = {
     "max_items": (int,), "max_bytes": (int,), "max_item_size": (int,),
     "max_age": (int, float), "discard_old": (bool,),

@@ -76,8 +76,9 @@ class Session:
     """One connection's state.  ``owner`` identity for open items is the session."""
 
     def __init__(self, collection: QueueCollection, counters: ServerCounters,
-                 control: ServerControl) -> None:
+                 control: ServerControl, gate=None) -> None:
         self.collection = collection
+        self.gate = gate  # starlingpy.auth.Gate when the server checks who may do what
         self.counters = counters
         self.control = control
         self.open_queues: set = set()  # queues holding an open item of ours
@@ -90,6 +91,10 @@ class Session:
 
     def execute(self, command: c.Command) -> bytes | PendingGet:
         """The reply to ``command`` (b"" for none), or a PendingGet to await."""
+        if self.gate is not None:
+            refusal = self.gate.check(command)  # bytes, or a login to await
+            if refusal is not None:
+                return refusal
         return self._handlers[command.__class__](command)
 
     def release(self) -> None:
@@ -143,6 +148,8 @@ class Session:
 
     async def finish_get(self, pending: PendingGet) -> bytes:
         """Wait for the pending key's item (or its deadline), then finish the get."""
+        if pending.__class__ is not PendingGet:  # the gate's login (a password check)
+            return await pending.finish(self)
         command, index = pending.command, pending.index
         key = command.keys[index]
         queues = [self.collection.get_or_create(name) for name in key.queues]
@@ -234,7 +241,10 @@ class Session:
         return b"" if command.noreply else replies.OK
 
     def _stats(self, command: c.Stats) -> bytes:
-        pairs = stats_pairs(self.counters, self.collection.statistics(), self.control.limit_maxbytes)
+        queue_stats = self.collection.statistics()
+        if self.gate is not None:
+            queue_stats = self.gate.visible(queue_stats)
+        pairs = stats_pairs(self.counters, queue_stats, self.control.limit_maxbytes)
         return replies.stats(pairs)
 
     def _version(self, command: c.Version) -> bytes:

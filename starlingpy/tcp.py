@@ -35,7 +35,8 @@ import trio
 from starlingpy.collection import QueueCollection
 from starlingpy.counters import ServerCounters
 from starlingpy.protocol import Parser, ProtocolError
-from starlingpy.session import PendingGet, ServerControl, Session
+from starlingpy.auth import peer_name
+from starlingpy.session import ServerControl, Session
 
 log = logging.getLogger("starlingpy.server")
 
@@ -61,8 +62,11 @@ class QueueServer:
     def __init__(self, collection: QueueCollection, *, max_connections: int = 4096,
                  max_line: int = 2048, max_item_size: int = 16 * 1024 * 1024,
                  idle_timeout: float = 0.0, sync_always: bool = False,
-                 enable_shutdown: bool = False, flush_all_empties: bool = False) -> None:
+                 enable_shutdown: bool = False, flush_all_empties: bool = False,
+                 auth=None, tls=None) -> None:
         self.collection = collection
+        self.auth = auth  # starlingpy.auth.AuthFile: who may do what
+        self.tls = tls  # starlingpy.tls.TlsListener: connections are TLS-only
         self.counters = ServerCounters()
         self.max_connections = max_connections
         self.max_line = max_line
@@ -122,8 +126,13 @@ class QueueServer:
     async def _watch_signals(self) -> None:
         import signal
 
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:  # reread the auth file and certificates
+                    for part in (self.auth, self.tls):
+                        if part is not None:
+                            part.reload()
+                    continue
                 log.warning("received %s: shutting down", signal.Signals(signum).name)
                 self.request_shutdown()
 
@@ -149,16 +158,23 @@ class QueueServer:
     async def _connection(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = Session(self.collection, self.counters, self.control)
+        peer = peer_name(sock) if self.auth or self.tls else ""
+        session = Session(self.collection, self.counters, self.control,
+                          self.auth.gate(peer) if self.auth else None)
         self._sockets.add(sock)
+        stream = sock
         try:
-            await self._converse(sock, session)
+            if self.tls is not None:  # the loop below runs over TLS unchanged
+                stream = await self.tls.accept(sock, peer, session.gate)
+                if stream is None:
+                    return
+            await self._converse(stream, session)
         except ConnectionError:  # resets and broken pipes end a connection quietly
             pass
         except Exception:
             log.exception("unexpected error on a connection; closing it")
             try:
-                sock.send(b"SERVER_ERROR internal error\r\n")
+                stream.send(b"SERVER_ERROR internal error\r\n")
             except OSError:
                 pass
         finally:
@@ -229,7 +245,7 @@ class QueueServer:
                 if command is None:
                     break
                 reply = execute(command)
-                if reply.__class__ is PendingGet:
+                if reply.__class__ is not bytes:  # a PendingGet, or the gate's login
                     await self._send(sock, out)
                     out, out_size = [], 0
                     reply = await session.finish_get(reply)

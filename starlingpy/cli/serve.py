@@ -41,6 +41,11 @@ def register(subparsers) -> None:
                    help="let clients stop the server with `shutdown`")
     p.add_argument("--flush-all-empties", dest="flush_all_empties", action="store_true",
                    default=None, help="let `flush_all` empty every queue")
+    p.add_argument("--auth-file", dest="auth_file",
+                   help="require authentication; users and rights in this file (see `starlingpy passwd`)")
+    p.add_argument("--tls-cert", dest="tls_cert", help="TLS certificate chain (PEM): the listener speaks TLS only")
+    p.add_argument("--tls-key", dest="tls_key", help="TLS private key (PEM)")
+    p.add_argument("--tls-ca", dest="tls_ca", help="CA (PEM) that must have signed every client's certificate")
     p.set_defaults(func=run)
 
 
