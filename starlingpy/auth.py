@@ -245,7 +245,8 @@ class AuthFile:
 def peer_name(sock) -> str:
     """``host:port`` of the other end, for the log; never raises."""
     try:
-        return "%s:%s" % sock.getpeername()[:2]
+        host, port = sock.getpeername()[:2]
+        return f"{host}:{port}"
     except OSError:
         return "(disconnected peer)"
 

@@ -32,10 +32,10 @@ from typing import Any
 
 import trio
 
+from starlingpy.auth import peer_name
 from starlingpy.collection import QueueCollection
 from starlingpy.counters import ServerCounters
 from starlingpy.protocol import Parser, ProtocolError
-from starlingpy.auth import peer_name
 from starlingpy.session import ServerControl, Session
 
 log = logging.getLogger("starlingpy.server")

@@ -12,7 +12,7 @@ import sys
 
 from starlingpy import __version__
 
-SUBCOMMANDS = ("serve", "stats", "work", "failed", "supervise")
+SUBCOMMANDS = ("serve", "stats", "work", "failed", "supervise", "passwd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,8 @@ one file describes the whole background tier::
     backoff_max = 30.0             # back-off doubles up to this
     crash_loop_restarts = 5        # this many restarts ...
     crash_loop_window = 60.0       # ... within this many s: stop, report "crash-loop"
+    credentials = "credentials.toml"  # login and TLS for the workers and `status`
+                                      # (starlingpy.client.security; keep it 0600)
 
     [pools.graders]
     module = "workers.tasks"       # the task module the workers import
@@ -68,6 +70,7 @@ class SupervisorSettings:
     crash_loop_restarts: int = 5
     crash_loop_window: float = 60.0
     ready_timeout: float = 30.0
+    credentials: Path | None = None  # STARLINGPY_CREDENTIALS for the supervisor and its workers
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class _Reader:
 def _read_settings(path: Path, text: str, raw: Mapping[str, Any]) -> SupervisorSettings:
     r = _Reader(path, text, raw.get("supervisor", {}), "supervisor")
     r.check_known({"run_dir", "log_dir", "grace_period", "backoff_initial", "backoff_max",
-                   "crash_loop_restarts", "crash_loop_window", "ready_timeout"})
+                   "crash_loop_restarts", "crash_loop_window", "ready_timeout", "credentials"})
     settings = SupervisorSettings(
         run_dir=r.file_path("run_dir", "var/run").resolve(),
         log_dir=r.file_path("log_dir", "var/log").resolve(),
@@ -140,6 +143,7 @@ def _read_settings(path: Path, text: str, raw: Mapping[str, Any]) -> SupervisorS
         crash_loop_restarts=r.number("crash_loop_restarts", 5, integer=True, minimum=1),
         crash_loop_window=r.number("crash_loop_window", 60.0, minimum=0.01),
         ready_timeout=r.number("ready_timeout", 30.0, minimum=0.1),
+        credentials=r.file_path("credentials", "-").resolve() if "credentials" in r.table else None,
     )
     if settings.backoff_max < settings.backoff_initial:
         raise r.error("backoff_max", "must not be smaller than backoff_initial")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import trio
 
+from starlingpy.client.errors import ServerError
+from starlingpy.client.security import AuthenticationFailed, Credentials, connect
 from starlingpy.client.servers import parse_address
 from starlingpy.reaper import become_subreaper, kill_adopted, reap_orphans
 from starlingpy.supervisor.backoff import RestartPolicy
@@ -178,19 +180,16 @@ class Tier:
 
 
 async def server_answers(address: str) -> bool:
-    """True if a memcache-protocol server at ``address`` answers ``version``."""
-    host, port = parse_address(address)
+    """True if a memcache-protocol server at ``address`` answers ``version``
+    (over TLS and logged in, as the environment's credentials say).
+    StartupError if it refuses those credentials: waiting would not help."""
+    def probe() -> bool:
+        with connect(parse_address(address), 2.0, Credentials.from_environment()):
+            return True
+
     try:
-        with trio.fail_after(2):
-            stream = await trio.open_tcp_stream(host, port)
-            async with stream:
-                await stream.send_all(b"version\r\n")
-                reply = b""
-                while b"\r\n" not in reply:
-                    chunk = await stream.receive_some(256)
-                    if not chunk:
-                        return False
-                    reply += chunk
-                return reply.startswith(b"VERSION")
-    except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+        return await trio.to_thread.run_sync(probe)
+    except AuthenticationFailed as error:
+        raise StartupError(f"the server at {address} refused the tier's credentials: {error}") from None
+    except (OSError, ValueError, ServerError):
         return False
