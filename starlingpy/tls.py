@@ -153,12 +153,26 @@ class TlsStream:
     def recv(self, size: int) -> bytes:
         chunks = []
         wanted = size
+        drained = False  # the socket gave less than asked: asking again would only fail
         while wanted > 0:
+            if not self._incoming.pending and not self._tls.pending():
+                # Nothing for OpenSSL to work on: read the socket first
+                # (cheaper than letting read() fail with SSLWantReadError).
+                if self._eof or (chunks and drained):
+                    break
+                received = self._receive_raw()
+                if not received:
+                    break
+                drained = received < RAW_RECV
             try:
                 data = self._tls.read(wanted)
-            except ssl.SSLWantReadError:
-                if self._eof or not self._receive_raw():
+            except ssl.SSLWantReadError:  # only part of a record is here
+                if self._eof:
                     break
+                received = self._receive_raw()
+                if not received:
+                    break
+                drained = received < RAW_RECV
                 continue
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 self._eof = True
@@ -195,18 +209,19 @@ class TlsStream:
         self._held = 1
         return written - 1
 
-    def _receive_raw(self) -> bool:
-        """Move what the socket has into OpenSSL; False when it had nothing."""
+    def _receive_raw(self) -> int:
+        """Move what the socket has into OpenSSL: how many bytes (0 when it
+        had nothing; end of file counts as 1, so the caller reads on)."""
         try:
             raw = self._sock.recv(RAW_RECV)
         except BlockingIOError:
-            return False
+            return 0
         if raw:
             self._incoming.write(raw)
-        else:
-            self._incoming.write_eof()
-            self._eof = True
-        return True
+            return len(raw)
+        self._incoming.write_eof()
+        self._eof = True
+        return 1
 
     def _flush(self) -> bool:
         """Send what ciphertext the socket takes now; True once none is left."""
