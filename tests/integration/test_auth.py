@@ -165,3 +165,52 @@ def test_a_bad_auth_file_names_its_line(line, problem):
 def test_a_user_listed_twice_is_refused():
     with pytest.raises(AuthFileError, match=r"f:2: user 'a' listed twice"):
         parse_auth_file("a - set=x\na - get=x\n", "f")
+
+
+async def test_the_client_logs_in_only_where_asked_and_reports_a_refusal(secured, nursery, tmp_path):
+    import trio
+
+    from starlingpy.client import AuthenticationFailed, Client
+
+    open_server = await start_server(nursery, tmp_path / "open-spool")
+
+    def run() -> tuple:
+        address = f"{secured.host}:{secured.port}"
+        with Client([address], username="ops", password="ops-secret") as client:
+            client.set("jobs", {"n": 1})
+            got = client.get("jobs")
+        refusals = []
+        for options in ({"username": "ops", "password": "bad"}, {"username": ""}):
+            client = Client([address], **options)
+            try:
+                client.set("jobs", {"n": 2})
+            except AuthenticationFailed as error:
+                refusals.append(str(error))
+            finally:
+                client.close()
+        # A server without --auth-file never receives the password.
+        with Client([f"{open_server.host}:{open_server.port}"], username="ops", password="ops-secret") as client:
+            client.set("jobs", {"n": 3})
+        return got, refusals
+
+    got, refusals = await trio.to_thread.run_sync(run)
+    assert got == {"n": 1}
+    assert "authentication failure" in refusals[0]
+    assert "requires authentication and no credentials" in refusals[1]
+    assert open_server.collection.get(b"auth") is None
+    assert open_server.collection.get(b"jobs").statistics().items == 1
+    open_server.server.request_shutdown()
+
+
+def test_credentials_from_a_file_and_the_environment(tmp_path):
+    from starlingpy.client import Credentials, CredentialsError
+
+    file = tmp_path / "creds.toml"
+    file.write_text('username = "grader"\npassword = "from file"\n')
+    found = Credentials.from_environment({"STARLINGPY_CREDENTIALS": str(file),
+                                          "STARLINGPY_PASSWORD": "from env"})
+    assert (found.username, found.password, found.tls) == ("grader", "from env", None)
+    file.write_text('username = "grader"\npasword = "typo"\n')
+    with pytest.raises(CredentialsError, match="unknown key 'pasword'"):
+        Credentials.from_environment({"STARLINGPY_CREDENTIALS": str(file)})
+    assert Credentials.from_environment({}) == Credentials()
