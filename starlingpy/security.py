@@ -29,10 +29,14 @@ def open_security(settings) -> tuple[AuthFile | None, TlsListener | None]:
             tls = TlsListener(TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_ca))
     except (AuthFileError, TlsConfigError) as error:
         raise SecurityConfigError(str(error)) from None
-    if auth is None and not is_loopback(settings.host):
-        log.warning("listening on %s without --auth-file: anyone who can reach this port can read, "
-                    "write, delete and list every queue%s", settings.host,
-                    "" if tls else ", and all traffic crosses the network in clear text")
+    if not is_loopback(settings.host):
+        if auth is None:
+            log.warning("listening on %s without --auth-file: anyone who can reach this port can read, "
+                        "write, delete and list every queue%s", settings.host,
+                        "" if tls else ", and all traffic crosses the network in clear text")
+        elif tls is None:
+            log.warning("listening on %s without TLS: passwords and items cross the network in clear "
+                        "text (--tls-cert, --tls-key)", settings.host)
     return auth, tls
 
 

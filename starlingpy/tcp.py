@@ -12,6 +12,10 @@ issue 2).  Because that path does not always yield, the
 loop adds an explicit checkpoint after a few batches read without waiting,
 so one busy client cannot starve the others.
 
+With TLS (``tls``), each connection's handshake runs first, then this same
+loop runs over a :class:`starlingpy.tls.TlsStream`, which offers the
+socket calls it uses; the plain path is unchanged.
+
 Error handling: a ProtocolError is answered and the connection lives on (or
 is closed when the error says so).  Any other exception inside one connection
 is a bug: it is logged with its traceback, answered ``SERVER_ERROR``, and

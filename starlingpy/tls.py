@@ -88,7 +88,7 @@ class TlsListener:
         with trio.move_on_after(self.handshake_timeout):
             try:
                 await stream.handshake()
-            except (ssl.SSLError, ConnectionError, EOFError) as error:
+            except (OSError, EOFError) as error:  # ssl.SSLError and resets are OSErrors
                 log.warning("%s: TLS handshake failed: %s", peer, _reason(error))
                 stream.flush_alert()
                 return None

@@ -113,13 +113,14 @@ def log_in(sock: socket.socket, credentials: Credentials | None) -> bytes:
 
 
 def connect(address: tuple[str, int], timeout: float, credentials: Credentials | None) -> socket.socket:
-    """A blocking socket to ``address``, TLS if configured, logged in if the
-    server asks and credentials are given (without, nothing is sent yet)."""
+    """A blocking socket to ``address``, TLS if configured.  With
+    ``credentials`` (even empty ones) the server has answered ``version``
+    and the connection is logged in if it asked; with None nothing is sent."""
     sock = socket.create_connection(address, timeout=timeout)
     try:
         if credentials is not None and credentials.tls is not None:
             sock = credentials.tls.wrap_socket(sock, server_hostname=address[0])
-        if credentials is not None and credentials.can_log_in:
+        if credentials is not None:
             log_in(sock, credentials)
     except BaseException:
         sock.close()
