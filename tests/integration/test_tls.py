@@ -167,3 +167,13 @@ async def test_pymemcache_tls_context_and_the_starlingpy_client(nursery, tmp_pat
 
     assert await trio.to_thread.run_sync(with_pymemcache) == b"from pymemcache"
     assert await trio.to_thread.run_sync(with_our_client) == ({"n": 1}, {"n": 2})
+
+
+async def test_the_idle_timeout_applies_over_tls(nursery, tmp_path, ca):
+    server_cert = ca.issue("server", server=True)
+    running = await start_server(nursery, tmp_path / "spool", idle_timeout=0.3,
+                                 tls=TlsListener(TlsFiles(server_cert.cert, server_cert.key)))
+    client = await tls_connect(running, ca.client_context())
+    assert await client.call(b"set q 0 0 1\r\nx\r\n") == b"STORED\r\n"
+    with pytest.raises((trio.BrokenResourceError, EOFError)):
+        await client.read_eof(timeout=10)  # closed by the server once idle
