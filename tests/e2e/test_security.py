@@ -134,6 +134,9 @@ def test_supervisor_and_worker_pool_against_an_authenticated_tls_server(tmp_path
                                capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
         assert stats.returncode == 0, stats.stderr
         assert "jobs" in stats.stdout
+        failed = subprocess.run([sys.executable, "-m", "starlingpy", "failed", "list", "--server", address],
+                                env=env, capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
+        assert failed.returncode == 0 and failed.stdout == "", failed.stderr  # logged in, nothing failed
         plain = starlingpy("stats", address)  # no credentials, no TLS: refused
         assert plain.returncode == 1
 
