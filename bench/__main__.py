@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import profile, report, scenarios
+from bench import profile, report, scenarios, security
 from bench.peers import (
     DEFAULT_SERVER_COMMAND,
     REPO,
@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         sync = sections.run("sync never / always", lambda: scenarios.run_sync_policies(
             spool, sizes, command, profile_dir=args.profile))
+        costs = sections.run("authentication and TLS", lambda: security.measure_security(
+            spool / "security", sizes.ops // 2, command))
         replay = sections.run(f"replay of {sizes.replay_items:,} items", lambda: measure_replay(
             spool, sizes.replay_items, command, sizes.load_time_limit))
     finally:
@@ -124,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
     }
     result = report.build(measurements, sync, replay, meta, sections.errors)
+    result["security"] = costs
     print(report.format_table(result))
+    print("\n".join(["", *security.format_lines(costs)]))
     report.write_json(result, args.json)
     if args.profile:
         summary = "\n\n".join(profile.summarize(path, top=10)

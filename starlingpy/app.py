@@ -19,6 +19,7 @@ from starlingpy.journal import SyncPolicy
 from starlingpy.journal.store import MAX_OPEN_JOURNALS, JournalStore, StartupError
 from starlingpy.process.daemon import daemonize, reporter
 from starlingpy.process.pidfile import PidFileError, claim_pid_file, release_pid_file
+from starlingpy.security import SecurityConfigError, open_security
 from starlingpy.tcp import ListenError, QueueServer
 
 log = logging.getLogger("starlingpy")
@@ -69,6 +70,10 @@ def start_server(config: Config) -> int:
     except (KeyError, PermissionError) as error:
         return fail(f"cannot switch to user {settings.user!r} / group {settings.group!r}: {error}")
     try:
+        auth, tls = open_security(settings)
+    except SecurityConfigError as error:
+        return fail(str(error))
+    try:
         connections, journals = fit_descriptors(settings.max_connections)
         store = JournalStore.open(
             config.store.queue_path, sync=sync, default_limits=config.default_limits,
@@ -84,7 +89,7 @@ def start_server(config: Config) -> int:
             store, max_connections=connections, max_line=settings.max_line,
             max_item_size=settings.max_item_size, idle_timeout=settings.timeout,
             enable_shutdown=settings.enable_shutdown,
-            flush_all_empties=settings.flush_all_empties)
+            flush_all_empties=settings.flush_all_empties, auth=auth, tls=tls)
 
         def announce(address: tuple) -> None:
             line = f"listening on {settings.host}:{address[1]}\n"

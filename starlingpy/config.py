@@ -14,8 +14,8 @@ Starling's own).  Ours::
     flush_all_empties = false
     log = "var/log/server.log"    # relative paths resolve against this file's folder
     pid = "var/run/server.pid"
-    metrics = "127.0.0.1:9122"    # Prometheus endpoint; off when absent
-    metrics_queues = 100          # queues with their own label; the rest sum as "(other)"
+    auth_file = "auth"            # users, password hashes, rights (starlingpy.auth)
+    tls_cert = "server.pem"       # with tls_key: TLS-only listener; tls_ca: client certificates
     metrics = "127.0.0.1:9122"    # Prometheus endpoint; off when absent
     metrics_queues = 100          # queues with their own label; the rest sum as "(other)"
 
@@ -27,14 +27,14 @@ Starling's own).  Ours::
     max_queues = 10000            # past it, a set to a new name: SERVER_ERROR too many queues
     file_mode = 0o600             # journals hold the messages
 
-(``queue_path``, ``sync`` and ``max_journal_size`` are still accepted in
-``[server]``, where older files have them.)
-
     [queues.default]              # limits for every queue ...
     max_items = 1000000
     [queues."emails"]             # ... overridden by name
     max_bytes = 104857600
     discard_old = true
+
+(``queue_path``, ``sync`` and ``max_journal_size`` are still accepted in
+``[server]``, where older files have them.)
 
 Other top-level tables (``[supervisor]``, ``[pools.NAME]``) belong to their
 owners, who read them from ``Config.raw`` with :func:`read_table` and a
@@ -87,6 +87,10 @@ class ServerConfig:
     ready_fd: int | None = None  # command line only (the supervisor's readiness pipe)
     metrics: str | None = None  # HOST:PORT of the Prometheus endpoint; None: off
     metrics_queues: int = 100  # queues labelled in metrics, deepest first
+    auth_file: Path | None = None  # users, password hashes and rights (starlingpy.auth)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # client certificates must be signed by it (mutual TLS)
 
 
 STORE_KINDS = ("journal",)
@@ -153,6 +157,8 @@ SERVER_SCHEMA: dict[str, Field] = {
     "pid": Field((str,), path=True), "user": Field((str,)), "group": Field((str,)),
     "daemonize": Field((bool,)), "verbose": Field((int,)),
     "metrics": Field((str,)), "metrics_queues": Field((int,)),
+    "auth_file": Field((str,), path=True), "tls_cert": Field((str,), path=True),
+    "tls_key": Field((str,), path=True), "tls_ca": Field((str,), path=True),
 }
 STORE_SCHEMA: dict[str, Field] = {
     "kind": Field((str,), check=_store_kind), "queue_path": Field((str,), path=True),

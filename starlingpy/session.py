@@ -78,8 +78,10 @@ class Session:
     """One connection's state. Its open items are held in the store under
     ``owner``, a number unique in this process."""
 
-    def __init__(self, store: Store, counters: ServerCounters, control: ServerControl) -> None:
+    def __init__(self, store: Store, counters: ServerCounters, control: ServerControl,
+                 gate=None) -> None:
         self.store = store
+        self.gate = gate  # starlingpy.auth.Gate when the server checks who may do what
         self.counters = counters
         self.control = control
         self.owner = next(_owner_ids)
@@ -92,6 +94,12 @@ class Session:
 
     def execute(self, command: c.Command) -> bytes | Pending[bytes]:
         """The reply to ``command`` (b"" for none), or a Pending of it."""
+        if self.gate is not None:
+            refusal = self.gate.check(command)  # bytes, or a login to await
+            if refusal is not None:
+                if refusal.__class__ is not bytes:
+                    return Pending(partial(refusal.finish, self))
+                return refusal
         try:
             return self._handlers[command.__class__](command)
         except StoreError as error:
@@ -253,6 +261,8 @@ class Session:
         snapshot = self.store.statistics()
         if snapshot.__class__ is Pending:
             return Pending(partial(self._stats_later, snapshot))
+        if self.gate is not None:
+            snapshot = self.gate.visible(snapshot)
         if len(snapshot) > STATS_CHUNK:
             return Pending(partial(self._stats_in_chunks, snapshot))
         return self._stats_reply(snapshot)
@@ -266,6 +276,8 @@ class Session:
 
     async def _stats_later(self, snapshot: Pending) -> bytes:
         snapshot = await snapshot.wait()
+        if self.gate is not None:
+            snapshot = self.gate.visible(snapshot)
         return await self._stats_in_chunks(snapshot)
 
     async def _stats_in_chunks(self, snapshot: dict) -> bytes:

@@ -12,6 +12,10 @@ issue 2).  Because that path does not always yield, the
 loop adds an explicit checkpoint after a few batches read without waiting,
 so one busy client cannot starve the others.
 
+With TLS (``tls``), each connection's handshake runs first, then this same
+loop runs over a :class:`starlingpy.tls.TlsStream`, which offers the
+socket calls it uses; the plain path is unchanged.
+
 Error handling: a ProtocolError is answered and the connection lives on (or
 is closed when the error says so).  A StoreError from a command is its
 reply; one from making a batch durable is sent instead of the batch's
@@ -36,6 +40,7 @@ from typing import Any
 
 import trio
 
+from starlingpy.auth import peer_name
 from starlingpy.counters import ServerCounters
 from starlingpy.protocol import Parser, ProtocolError
 from starlingpy.session import ServerControl, Session
@@ -65,8 +70,11 @@ class QueueServer:
     def __init__(self, store: Store, *, max_connections: int = 4096,
                  max_line: int = 2048, max_item_size: int = 16 * 1024 * 1024,
                  idle_timeout: float = 0.0,
-                 enable_shutdown: bool = False, flush_all_empties: bool = False) -> None:
+                 enable_shutdown: bool = False, flush_all_empties: bool = False,
+                 auth=None, tls=None) -> None:
         self.store = store
+        self.auth = auth  # starlingpy.auth.AuthFile: who may do what
+        self.tls = tls  # starlingpy.tls.TlsListener: connections are TLS-only
         self.counters = ServerCounters()
         self.max_connections = max_connections
         self.max_line = max_line
@@ -125,8 +133,13 @@ class QueueServer:
     async def _watch_signals(self) -> None:
         import signal
 
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:  # reread the auth file and certificates
+                    for part in (self.auth, self.tls):
+                        if part is not None:
+                            part.reload()
+                    continue
                 log.warning("received %s: shutting down", signal.Signals(signum).name)
                 self.request_shutdown()
 
@@ -152,10 +165,17 @@ class QueueServer:
     async def _connection(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = Session(self.store, self.counters, self.control)
+        peer = peer_name(sock) if self.auth or self.tls else ""
+        session = Session(self.store, self.counters, self.control,
+                          self.auth.gate(peer) if self.auth else None)
         self._sockets.add(sock)
+        stream = sock
         try:
-            await self._converse(sock, session)
+            if self.tls is not None:  # the loop below runs over TLS unchanged
+                stream = await self.tls.accept(sock, peer, session.gate)
+                if stream is None:
+                    return
+            await self._converse(stream, session)
         except ConnectionError:  # resets and broken pipes end a connection quietly
             pass
         except StoreError as error:
@@ -164,13 +184,13 @@ class QueueServer:
             # cannot know which of its pipelined commands took effect).
             log.warning("closing a connection: %s", error)
             try:
-                sock.send(error.reply + b"\r\n")
+                stream.send(error.reply + b"\r\n")
             except OSError:
                 pass
         except Exception:
             log.exception("unexpected error on a connection; closing it")
             try:
-                sock.send(b"SERVER_ERROR internal error\r\n")
+                stream.send(b"SERVER_ERROR internal error\r\n")
             except OSError:
                 pass
         finally:

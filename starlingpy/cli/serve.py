@@ -51,6 +51,11 @@ def register(subparsers) -> None:
     p.add_argument("--metrics", help="serve Prometheus metrics on HOST:PORT (default: off)")
     p.add_argument("--metrics-queues", dest="metrics_queues", type=non_negative,
                    help="queues labelled in metrics, deepest first; the rest sum as (other) (default 100)")
+    p.add_argument("--auth-file", dest="auth_file",
+                   help="require authentication; users and rights in this file (see `starlingpy passwd`)")
+    p.add_argument("--tls-cert", dest="tls_cert", help="TLS certificate chain (PEM): the listener speaks TLS only")
+    p.add_argument("--tls-key", dest="tls_key", help="TLS private key (PEM)")
+    p.add_argument("--tls-ca", dest="tls_ca", help="CA (PEM) that must have signed every client's certificate")
     p.set_defaults(func=run)
 
 

@@ -10,6 +10,7 @@ import time
 from starlingpy import DEFAULT_ADDRESS
 from starlingpy.client.errors import ServerError
 from starlingpy.client.queue_stats import queue_names, read_stats
+from starlingpy.client.security import Credentials
 
 QUEUE_COLUMNS = ("items", "bytes", "total_items", "expired_items", "open_transactions",
                  "waiters", "age", "logsize")
@@ -17,7 +18,9 @@ HEADINGS = ("queue", "items", "bytes", "total", "expired", "open", "waiters", "a
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("stats", help="show a server's queues and counters")
+    p = subparsers.add_parser("stats", help="show a server's queues and counters",
+                              epilog="Credentials and TLS come from STARLINGPY_CREDENTIALS (a file) or "
+                                     "STARLINGPY_USERNAME/PASSWORD/TLS_CA/TLS_CERT/TLS_KEY.")
     p.add_argument("address", nargs="?", default=DEFAULT_ADDRESS, help="host:port")
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
     p.add_argument("--timeout", type=float, default=5.0, help="socket timeout in seconds")
@@ -49,7 +52,7 @@ def render(address: str, stats: dict[str, str]) -> str:
 def run(args: argparse.Namespace) -> int:
     while True:
         try:
-            stats = read_stats(args.address, args.timeout)
+            stats = read_stats(args.address, args.timeout, Credentials.from_environment())
         except (OSError, ValueError, ServerError) as error:
             print(f"starlingpy stats: cannot read {args.address}: {error}", file=sys.stderr)
             return 1

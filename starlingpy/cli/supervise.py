@@ -45,10 +45,15 @@ def _load(args):
     from starlingpy.supervisor import load_tier
 
     try:
-        return load_tier(args.config)
+        tier = load_tier(args.config)
     except ConfigError as error:
         print(f"starlingpy: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    if tier.settings.credentials is not None:
+        # Read by every client of the tier: status, the readiness probe and,
+        # through the inherited environment, each worker.
+        os.environ["STARLINGPY_CREDENTIALS"] = str(tier.settings.credentials)
+    return tier
 
 
 def _up(args) -> int:

@@ -21,6 +21,7 @@ from .errors import (
                      UnsupportedFeature,
 )
 from .message import Message
+from .security import AuthenticationFailed, Credentials, CredentialsError
 from .serialization import (
                      FLAG_JSON,
                      FLAG_PICKLE,
@@ -36,5 +37,5 @@ __all__ = [
     "Client", "Message", "Serializer", "JSONSerializer", "RawSerializer", "PickleSerializer",
     "FLAG_RAW", "FLAG_PICKLE", "FLAG_TEXT", "FLAG_JSON",
     "ClientError", "NotStored", "ServerUnavailable", "ConfirmFailed", "UnsupportedFeature",
-    "ServerError", "InvalidQueueName",
+    "ServerError", "InvalidQueueName", "AuthenticationFailed", "Credentials", "CredentialsError",
 ]

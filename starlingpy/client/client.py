@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -13,6 +14,7 @@ from .keys import check_queue_name, queue_list
 from .message import Message
 from .queue_stats import queue_sizes
 from .reading import Reader, Taken
+from .security import Credentials
 from .serialization import JSONSerializer, Serializer
 from .servers import ServerPool
 
@@ -41,6 +43,13 @@ class Client:
     a blocking get's socket waits its own ``timeout`` plus ``timeout`` so
     the server-side wait always ends first.
 
+    Security: ``username``/``password`` log in on every new connection
+    (also after a reconnect) when the server asks for it; ``tls`` (an
+    ``ssl.SSLContext``) wraps every connection.  When none of the three is
+    given they are read from the environment (``STARLINGPY_CREDENTIALS``
+    and friends, see :mod:`starlingpy.client.security`), so a whole tier is
+    configured without a password on any command line.
+
     Servers without starlingpy's extensions (detected once per connection
     from ``version``): blocking and priority gets fall back to polling in
     priority order; reliable reads, ``peek`` and ``flush`` raise
@@ -49,14 +58,20 @@ class Client:
 
     def __init__(self, servers: str | Sequence[str] = (DEFAULT_ADDRESS,),
                  serializer: Serializer | None = None, connect_timeout: float = 2.0,
-                 timeout: float = 5.0, set_retries: int = 3, dead_retry: float = 5.0) -> None:
+                 timeout: float = 5.0, set_retries: int = 3, dead_retry: float = 5.0,
+                 username: str | None = None, password: str | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         addresses = [servers] if isinstance(servers, str) else list(servers)
         if set_retries < 0:
             raise ValueError("set_retries must be >= 0")
         self.serializer = serializer if serializer is not None else JSONSerializer()
         self.set_retries = set_retries
+        if username is None and password is None and tls is None:
+            credentials = Credentials.from_environment()
+        else:
+            credentials = Credentials(username, password, tls)
         self._pool = ServerPool(addresses, connect_timeout=connect_timeout, timeout=timeout,
-                                dead_retry=dead_retry)
+                                dead_retry=dead_retry, credentials=credentials)
         self._reader = Reader(self._pool)
 
     @property

@@ -24,6 +24,7 @@ from pymemcache.exceptions import (
 from .capabilities import Capabilities, detect
 from .errors import InvalidQueueName, ServerError
 from .queue_stats import request_stats
+from .security import AuthenticationFailed, Credentials, log_in
 
 
 class ConnectionFailed(Exception):
@@ -59,15 +60,17 @@ class Connection:
     """
 
     def __init__(self, address: str, host: str, port: int, *, connect_timeout: float,
-                 timeout: float) -> None:
+                 timeout: float, credentials: Credentials | None = None) -> None:
         self.address = address
         self._timeout = timeout
+        self._credentials = credentials
         # default_noreply=False: a set must be acknowledged with STORED, because
         # only then is the item in the server's journal; a fire-and-forget set
         # could be dropped (queue full, server dying) without anyone knowing.
         self._mc = MemcacheClient((host, port), serde=_PassThroughSerde(),
                                   connect_timeout=connect_timeout, timeout=timeout,
-                                  no_delay=True, default_noreply=False)
+                                  no_delay=True, default_noreply=False,
+                                  tls_context=credentials.tls if credentials else None)
         self.capabilities: Capabilities | None = None
 
     # -- opening ---------------------------------------------------------
@@ -84,9 +87,19 @@ class Connection:
         if self._mc.sock is None or self.capabilities is None:
             self.capabilities = None
             with self._translate(request_sent=False):
-                version = self._mc.version()
+                version = self._version()
             self.capabilities = detect(version.decode("utf-8", "replace"))
         return self.capabilities
+
+    def _version(self) -> bytes:
+        """``version`` on a fresh connection, logging in first if the server asks."""
+        if self._mc.sock is None:
+            self._mc._connect()  # pymemcache's connect (TLS included); it has no public one
+        try:
+            return log_in(self._mc.sock, self._credentials)
+        except AuthenticationFailed:
+            self.close()
+            raise
 
     def _peer_closed(self) -> bool:
         """True when the idle socket has seen EOF or holds unexpected bytes."""
@@ -96,7 +109,8 @@ class Connection:
         previous = sock.gettimeout()
         sock.settimeout(0.0)
         try:
-            sock.recv(1, socket.MSG_PEEK)
+            # The plain socket's recv, also under TLS: a peek at the raw stream.
+            socket.socket.recv(sock, 1, socket.MSG_PEEK)
         except BlockingIOError:
             return False  # nothing to read: still open
         except OSError:

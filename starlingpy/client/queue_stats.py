@@ -62,13 +62,15 @@ def parse_stats(reply: bytes) -> dict[str, str]:
     return stats
 
 
-def read_stats(address: str, timeout: float = 5.0) -> dict[str, str]:
-    """One ``stats`` round trip to ``host:port`` over a plain socket, for
-    tools that need no client (``starlingpy stats``, ``status``). Raises
-    OSError (ConnectionError included), ServerError or ValueError."""
-    from .servers import parse_address  # here: servers -> connection -> this module
+def read_stats(address: str, timeout: float = 5.0, credentials=None) -> dict[str, str]:
+    """One ``stats`` round trip to ``host:port`` for tools that need no
+    client (``starlingpy stats``, ``status``); TLS and login as
+    ``credentials`` (a :class:`~starlingpy.client.security.Credentials`)
+    say. Raises OSError (ConnectionError included), ServerError or ValueError."""
+    from .security import connect  # here: security -> errors, servers -> connection -> this module
+    from .servers import parse_address
 
-    with socket.create_connection(parse_address(address), timeout=timeout) as sock:
+    with connect(parse_address(address), timeout, credentials) as sock:
         return request_stats(sock)
 
 

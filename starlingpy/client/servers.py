@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pymemcache.pool import ObjectPool
 
 from .connection import Connection, ConnectionFailed
+from .security import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,9 @@ class Server:
     """One server: where it is, its idle connections, and whether it is dead."""
 
     def __init__(self, address: str, *, connect_timeout: float, timeout: float,
-                 dead_retry: float) -> None:
+                 dead_retry: float, credentials: Credentials | None = None) -> None:
         self.address = address
+        self._credentials = credentials
         self.host, self.port = parse_address(address)
         self._connect_timeout = connect_timeout
         self._timeout = timeout
@@ -59,7 +61,8 @@ class Server:
 
     def _new_connection(self) -> Connection:
         return Connection(self.address, self.host, self.port,
-                          connect_timeout=self._connect_timeout, timeout=self._timeout)
+                          connect_timeout=self._connect_timeout, timeout=self._timeout,
+                          credentials=self._credentials)
 
     # -- health ----------------------------------------------------------
 
@@ -124,11 +127,11 @@ class ServerPool:
     """All servers, handed out live-only in a rotating order."""
 
     def __init__(self, addresses: Sequence[str], *, connect_timeout: float, timeout: float,
-                 dead_retry: float) -> None:
+                 dead_retry: float, credentials: Credentials | None = None) -> None:
         if not addresses:
             raise ValueError("at least one server address is needed")
         self.servers = [Server(a, connect_timeout=connect_timeout, timeout=timeout,
-                               dead_retry=dead_retry) for a in addresses]
+                               dead_retry=dead_retry, credentials=credentials) for a in addresses]
         self._next = 0
         self._lock = threading.Lock()
 

@@ -18,10 +18,13 @@ class PidFileError(Exception):
 
 
 def write_pid(path: Path, pid: int) -> None:
-    """Write ``pid`` to ``path`` atomically (temp file, then rename)."""
+    """Write ``pid`` to ``path`` atomically (temp file, then rename), mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(f"{pid}\n")
+    # 0600: only the owner reads who runs (and may signal) the server.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{pid}\n")
     os.replace(temp, path)
 
 

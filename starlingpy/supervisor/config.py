@@ -17,6 +17,8 @@ one file describes the whole background tier::
     backoff_max = 30.0             # back-off doubles up to this
     crash_loop_restarts = 5        # this many restarts ...
     crash_loop_window = 60.0       # ... within this many s: stop, report "crash-loop"
+    credentials = "credentials.toml"  # login and TLS for the workers and `status`
+                                      # (starlingpy.client.security; keep it 0600)
 
     [pools.graders]
     module = "workers.tasks"       # the task module the workers import
@@ -68,6 +70,7 @@ class SupervisorSettings:
     crash_loop_restarts: int = 5
     crash_loop_window: float = 60.0
     ready_timeout: float = 30.0
+    credentials: Path | None = None  # STARLINGPY_CREDENTIALS for the supervisor and its workers
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ SUPERVISOR_SCHEMA: dict[str, Field] = {
     "crash_loop_restarts": Field((int,), minimum=1),
     "crash_loop_window": Field((int, float), minimum=0.01),
     "ready_timeout": Field((int, float), minimum=0.1),
+    "credentials": Field((str,), path=True),  # login and TLS for the workers and `status`
 }
 POOL_SCHEMA: dict[str, Field] = {
     "module": Field((str,), required=True, check=_non_empty),
@@ -129,6 +133,8 @@ def _read_settings(path: Path, text: str, raw: Mapping[str, Any]) -> SupervisorS
     values = read_table(path, text, raw.get("supervisor", {}), "supervisor", SUPERVISOR_SCHEMA)
     values.setdefault("run_dir", path.parent / "var/run")
     values.setdefault("log_dir", path.parent / "var/log")
+    if "credentials" in values:
+        values["credentials"] = values["credentials"].resolve()
     settings = SupervisorSettings(**{**values, "run_dir": values["run_dir"].resolve(),
                                      "log_dir": values["log_dir"].resolve()})
     if settings.backoff_max < settings.backoff_initial:
