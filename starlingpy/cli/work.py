@@ -88,17 +88,20 @@ def _run_pool(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     # Children import MODULE from the directory the parent was started in.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
-    pool = WorkerPool(worker_command(args.module, tail), args.instances, env=env)
+    command = worker_command(args.module, tail)
     if not args.metrics:
-        return pool.run()
+        return WorkerPool(command, args.instances, env=env).run()
     from starlingpy.worker.metrics import pool_metrics
 
-    try:
-        def sizes():  # from the HTTP thread: only reads the live children; stale is harmless
-            return {args.module: (args.instances, len(pool.pids()))}
+    pools: list[WorkerPool] = []
 
-        with pool_metrics(args.metrics, sizes, env):
-            return pool.run()
+    def sizes():  # from the HTTP thread: only reads the live children; stale is harmless
+        return {args.module: (args.instances, len(pools[0].pids()) if pools else 0)}
+
+    try:
+        with pool_metrics(args.metrics, sizes, env):  # (names the metrics directory in env)
+            pools.append(WorkerPool(command, args.instances, env=env))
+            return pools[0].run()
     except (ValueError, OSError) as exc:
         print(f"starlingpy work: --metrics {args.metrics}: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,11 +28,10 @@ import trio
 from starlingpy.backoff import RestartPolicy
 from starlingpy.process.daemon import READY_FD_OPTION, read_report
 from starlingpy.process.pidfile import remove_pid, write_pid
-from starlingpy.process.reaper import kill_adopted, prctl, reap_orphans
+from starlingpy.process.reaper import kill_adopted, reap_orphans
 
 log = logging.getLogger("starlingpy.process")
 
-_PR_SET_PDEATHSIG = 1
 REAP_INTERVAL = 0.5  # s between scans for orphaned zombies
 
 
@@ -270,12 +270,26 @@ def kill_strays(processes: Sequence[ManagedProcess]) -> None:
         log.info("killed %d orphaned process(es) left by the workers", strays)
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
 def die_with_parent(parent_pid: int) -> None:
-    """In a child: get SIGTERM when the parent dies (Linux); exit now if it
-    is already gone."""
-    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)  # not Linux: the parent still forwards signals
+    """In a child: get SIGTERM (a warm stop) within a second of the parent's
+    death; exit now if it is already gone.
+
+    Not ``PR_SET_PDEATHSIG``: that fires when the parent *thread* that
+    spawned us exits, and trio spawns children from worker threads that
+    retire after ten idle seconds, which stopped every pool worker then.
+    """
     if os.getppid() != parent_pid:
         raise SystemExit(0)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 # The directory holding the starlingpy package we run: children must import
