@@ -63,6 +63,8 @@ ERROR = b"ERROR"
 LINE_TOO_LONG = b"CLIENT_ERROR line too long"
 BAD_DATA_CHUNK = b"CLIENT_ERROR bad data chunk"
 TOO_LARGE = b"SERVER_ERROR object too large for cache"
+MAX_SANE_BLOCK = 1 << 30  # a declared length past this closes the connection after the error
+BINARY_MAGIC = 0x80  # first byte of every memcached binary-protocol request
 NOT_SUPPORTED = b"SERVER_ERROR not supported by a queue server"
 
 _NOREPLY = b"noreply"
@@ -222,6 +224,9 @@ class Parser:
                 return self._read_eof() if self._eof else None
         buf = self._buf
         pos = self._pos
+        if pos < len(buf) and buf[pos] == BINARY_MAGIC:
+            # memcached's binary protocol: no newline will come; say so and close.
+            self._die(ERROR)
         newline = buf.find(b"\n", pos, pos + self._window)
         if newline < 0:
             if len(buf) - pos >= self._window:
@@ -261,8 +266,8 @@ class Parser:
         if self._state is _DISCARD and not self._discard_left:
             error, self._error = self._error, None
             self._state = _LINES
-            assert error is not None
-            raise error
+            if error is not None:  # (None: it was answered when the discard began)
+                raise error
 
     def _read_dead(self) -> None:
         assert self._error is not None
@@ -320,6 +325,16 @@ class Parser:
             self._state = _LINES
             self._error = None
             raise error
+
+    def _discard_after(self, count: int, error: ProtocolError) -> None:
+        """Raise ``error`` now, and swallow the next ``count`` bytes after it."""
+        self._state = _DISCARD
+        self._discard_left = count
+        self._error = None
+        self._drop()
+        if not self._discard_left:
+            self._state = _LINES
+        raise error
 
     def _die(self, reply: bytes) -> None:
         self._state = _DEAD
@@ -393,7 +408,10 @@ class Parser:
             self._discard_then_raise(size + 2, ProtocolError(None if noreply else reply))
             return None
         if size > self._max_item_size:
-            self._discard_then_raise(size + 2, ProtocolError(None if noreply else TOO_LARGE))
+            if size > MAX_SANE_BLOCK:  # no client means that: do not read it
+                self._die(TOO_LARGE)
+            # Answered at once (memcached's behaviour), the block dropped as it comes.
+            self._discard_after(size + 2, ProtocolError(None if noreply else TOO_LARGE))
             return None
         buf = self._buf
         pos = self._pos

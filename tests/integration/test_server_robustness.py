@@ -75,19 +75,32 @@ def resident_bytes() -> int:
     raise AssertionError("no VmRSS")
 
 
-async def test_huge_declared_length_is_not_allocated_nor_buffered(running, client):
-    # 2 GiB declared: the server streams the block to nowhere as it arrives.
+async def test_an_oversized_set_is_answered_at_once_and_its_block_dropped(running, client):
+    # 48 MiB declared, over the 16 MiB item limit: the error comes before a
+    # byte of the block is sent, then the block streams to nowhere.
     before = resident_bytes()
-    await client.send(b"set huge 0 0 2147483648\r\n")
+    size = 48 * 1024 * 1024
+    assert await client.call(b"set big 0 0 %d\r\n" % size) == (
+        b"SERVER_ERROR object too large for cache\r\n")
     chunk = b"z" * (1024 * 1024)
     for _ in range(48):
         await client.send(chunk)
+    assert await client.call(b"\r\nset q 0 0 1\r\n1\r\n") == b"STORED\r\n"  # the next command
+    stats = await client.call(b"stats\r\n", b"END\r\n")
+    assert int(stats.split(b"STAT bytes_read ")[1].split(b"\r\n")[0]) > 40 * 1024 * 1024
+    assert resident_bytes() - before < 24 * 1024 * 1024  # received and dropped, not held
+
+
+async def test_an_absurd_declared_length_is_refused_and_the_connection_closed(running, client):
+    await client.send(b"set huge 0 0 2147483648\r\n")  # 2 GiB: no client means that
+    assert await client.read_eof() == b"SERVER_ERROR object too large for cache\r\n"
     other = await running.connect()
     assert await other.call(b"set q 0 0 1\r\n1\r\n") == b"STORED\r\n"
-    # The 48 MiB sent so far were received and dropped, not held.
-    stats = await other.call(b"stats\r\n", b"END\r\n")
-    assert int(stats.split(b"STAT bytes_read ")[1].split(b"\r\n")[0]) > 40 * 1024 * 1024
-    assert resident_bytes() - before < 24 * 1024 * 1024
+
+
+async def test_a_binary_protocol_request_gets_error_and_is_closed(running, client):
+    await client.send(b"\x80\x00\x00\x05\x00\x00\x00\x00")  # a binary GET's header start
+    assert await client.read_eof() == b"ERROR\r\n"
 
 
 async def test_connections_past_the_limit_are_closed_at_once(nursery, tmp_path):

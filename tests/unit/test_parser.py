@@ -342,7 +342,9 @@ def test_too_large_block_is_never_held() -> None:
     size = 10 * 1024 * 1024
     chunk = b"x" * 65536
     parser.feed(b"set big 0 0 %d\r\n" % size)
-    assert parser.next_command() is None
+    with pytest.raises(ProtocolError) as caught:  # answered at once, before the block
+        parser.next_command()
+    assert (caught.value.reply, caught.value.close) == (TOO_LARGE, False)
     sent = 0
     while sent + len(chunk) <= size:
         parser.feed(chunk)
@@ -352,12 +354,25 @@ def test_too_large_block_is_never_held() -> None:
             assert parser.next_command() is None
     parser.feed(b"y" * (size - sent) + b"\r\n" + AFTER)
     assert parser.buffered_bytes <= 2 + len(AFTER)
-    with pytest.raises(ProtocolError) as caught:
-        parser.next_command()
-    assert (caught.value.reply, caught.value.close) == (TOO_LARGE, False)
     assert parser.next_command() == get(b"after")
     assert parser.next_command() is None
     assert parser.buffered_bytes == 0
+
+
+def test_an_absurd_declared_length_is_refused_and_closes() -> None:
+    parser = Parser(max_item_size=1024)
+    parser.feed(b"set big 0 0 %d\r\n" % (1 << 40))
+    with pytest.raises(ProtocolError) as caught:
+        parser.next_command()
+    assert (caught.value.reply, caught.value.close) == (TOO_LARGE, True)
+
+
+def test_a_binary_protocol_request_is_refused_and_closes_without_a_newline() -> None:
+    parser = Parser()
+    parser.feed(b"\x80\x00\x00\x03abc")  # a binary GET header's start: no newline ever
+    with pytest.raises(ProtocolError) as caught:
+        parser.next_command()
+    assert (caught.value.reply, caught.value.close) == (b"ERROR", True)
 
 
 def test_refused_storage_block_is_dropped_whatever_its_size() -> None:

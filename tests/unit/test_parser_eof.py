@@ -68,6 +68,8 @@ def test_a_clean_end_reports_nothing():
 def test_the_end_of_a_refused_block_being_dropped_reports_nothing():
     parser = Parser(max_item_size=4)
     parser.feed(b"set q 0 0 100\r\nxx")
+    with pytest.raises(ProtocolError):  # too large: answered at once
+        parser.next_command()
     assert parser.next_command() is None
     parser.feed_eof()
     assert parser.next_command() is None
