@@ -315,26 +315,20 @@ class Parser:
                 self._pos = newline + 1
                 self._state = _LINES
 
-    def _discard_then_raise(self, count: int, error: ProtocolError) -> None:
-        """Swallow the next ``count`` bytes, then raise ``error`` (now, if they are here)."""
+    def _discard_then_raise(self, count: int, error: ProtocolError, *,
+                            answer_first: bool = False) -> None:
+        """Swallow the next ``count`` bytes and raise ``error``: once they are
+        swallowed (now, if they are here), or at once with ``answer_first``."""
         self._state = _DISCARD
         self._discard_left = count
-        self._error = error
+        self._error = None if answer_first else error
         self._drop()
         if not self._discard_left:
             self._state = _LINES
             self._error = None
             raise error
-
-    def _discard_after(self, count: int, error: ProtocolError) -> None:
-        """Raise ``error`` now, and swallow the next ``count`` bytes after it."""
-        self._state = _DISCARD
-        self._discard_left = count
-        self._error = None
-        self._drop()
-        if not self._discard_left:
-            self._state = _LINES
-        raise error
+        if answer_first:
+            raise error
 
     def _die(self, reply: bytes) -> None:
         self._state = _DEAD
@@ -411,7 +405,8 @@ class Parser:
             if size > MAX_SANE_BLOCK:  # no client means that: do not read it
                 self._die(TOO_LARGE)
             # Answered at once (memcached's behaviour), the block dropped as it comes.
-            self._discard_after(size + 2, ProtocolError(None if noreply else TOO_LARGE))
+            self._discard_then_raise(size + 2, ProtocolError(None if noreply else TOO_LARGE),
+                                     answer_first=True)
             return None
         buf = self._buf
         pos = self._pos
