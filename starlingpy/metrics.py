@@ -74,6 +74,9 @@ class ServerCollector:
         yield family(GaugeMetricFamily, "starlingpy_queue_last_item_age_seconds",
                      "How long the last item taken had waited (Starling's queue age).",
                      lambda s: s.age_ms / 1000)
+        yield family(GaugeMetricFamily, "starlingpy_queue_oldest_item_age_seconds",
+                     "How long the item at the head of the queue has waited (0 when empty).",
+                     lambda s: s.oldest_age_ms / 1000)
         yield family(GaugeMetricFamily, "starlingpy_queue_open_items",
                      "Items taken with /open and not yet closed or aborted.",
                      lambda s: s.open_transactions)
@@ -120,7 +123,8 @@ def _sum_statistics(many: list[QueueStatistics]) -> QueueStatistics:
         logsize=sum(s.logsize for s in many), expired_items=sum(s.expired_items for s in many),
         age_ms=max(s.age_ms for s in many), bytes=sum(s.bytes for s in many),
         open_transactions=sum(s.open_transactions for s in many),
-        waiters=sum(s.waiters for s in many))
+        waiters=sum(s.waiters for s in many),
+        oldest_age_ms=max(s.oldest_age_ms for s in many))
 
 
 class ServerMetrics:

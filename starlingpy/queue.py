@@ -79,6 +79,7 @@ class QueueStatistics(NamedTuple):
     bytes: int
     open_transactions: int
     waiters: int
+    oldest_age_ms: int = 0  # how long the item at the head has waited (0: none waiting)
 
 
 def expiry_time(exptime: int, now: float, max_age: float | None = None) -> float:
@@ -409,10 +410,19 @@ class Queue:
 
     def statistics(self, logsize: int = 0) -> QueueStatistics:
         """The queue's counters now; ``logsize`` is what its store keeps on disk."""
+        oldest = 0
+        if self._count:
+            if self._head:
+                added = self._head[0][3]
+            elif self._blocks:
+                added = self._blocks[0].time_steps()[1][0]
+            else:
+                added = self._recent[0][3]
+            oldest = max(0, int((self._clock() - added) * 1000))
         return QueueStatistics(
             items=self._count, total_items=self._total, logsize=logsize,
             expired_items=self._expired, age_ms=int(self._age * 1000), bytes=self._bytes,
-            open_transactions=len(self._open), waiters=len(self.waiters))
+            open_transactions=len(self._open), waiters=len(self.waiters), oldest_age_ms=oldest)
 
     # -- internals ---------------------------------------------------------
 

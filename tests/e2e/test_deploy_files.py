@@ -51,7 +51,7 @@ def test_every_metric_named_in_deploy_is_exported(tmp_path):
     alerts = yaml.safe_load((DEPLOY / "starlingpy-alerts.yml").read_text())
     rules = [rule for group in alerts["groups"] for rule in group["rules"]]
     assert {"StarlingpyBacklogGrowing", "StarlingpyQueueNotDraining", "StarlingpyNoWorkerAlive",
-            "StarlingpyFailuresRising"} <= {rule["alert"] for rule in rules}
+            "StarlingpyFailuresRising", "StarlingpyOldestItemTooOld"} <= {rule["alert"] for rule in rules}
     grafana = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
     targets = [target for panel in grafana["panels"] for target in panel["targets"]]
     assert len(grafana["panels"]) >= 10

@@ -72,6 +72,9 @@ def test_scraped_metrics_match_stats(tmp_path):
             for queue in ("deep", "middle"):
                 assert values[queue] == int(stats[f"queue_{queue}_{field}"]), (metric, queue)
             assert values["(other)"] == sum(int(stats[f"queue_{q}_{field}"]) for q in others), metric
+        oldest = by_queue(samples, "starlingpy_queue_oldest_item_age_seconds")
+        assert set(oldest) == {"deep", "middle", "(other)"}
+        assert all(0 <= age < 120 for age in oldest.values()), oldest  # seconds since the sets
         assert by_queue(samples, "starlingpy_queue_open_items")["middle"] == 1
         assert by_queue(samples, "starlingpy_queue_waiters")["(other)"] == 1
         assert samples[("starlingpy_cmd_set_total", ())] == int(stats["cmd_set"]) == 10

@@ -272,3 +272,18 @@ def test_recovered_items_keep_their_enqueue_time(open_collection, clock):
     assert q.statistics().age_ms == 200_000
     q.take_nowait()
     assert q.statistics().age_ms == 100_000
+
+
+def test_the_oldest_waiting_items_age(open_collection, clock):
+    c = open_collection()
+    q = c.get_or_create(b"o")
+    assert q.statistics().oldest_age_ms == 0  # empty
+    q.put(b"first", 0, 0)
+    clock.now = T0 + 1
+    q.put(b"second", 0, 0)
+    clock.now = T0 + 2.5
+    assert q.statistics().oldest_age_ms == 2500
+    q.take_nowait()
+    assert q.statistics().oldest_age_ms == 1500  # the next head came a second later
+    q.take_nowait()
+    assert q.statistics().oldest_age_ms == 0
