@@ -229,13 +229,17 @@ class AuthFile:
 
     async def verify(self, name: str, password: bytes) -> User | None:
         """The user if ``password`` is theirs; hashed in a worker thread."""
-        user = self.users.get(name)
-        stored = user.password if user is not None else None
         if self._limiter is None:
             # At most two hashes at once: logins queue, other clients don't.
             self._limiter = trio.CapacityLimiter(2)
-        ok = await trio.to_thread.run_sync((stored or _DECOY).matches, password,
-                                           limiter=self._limiter)
+        return await trio.to_thread.run_sync(self.verify_blocking, name, password,
+                                             limiter=self._limiter)
+
+    def verify_blocking(self, name: str, password: bytes) -> User | None:
+        """:meth:`verify` in the caller's thread (for threaded servers: the dashboard)."""
+        user = self.users.get(name)
+        stored = user.password if user is not None else None
+        ok = (stored or _DECOY).matches(password)
         return user if ok and stored is not None else None
 
 

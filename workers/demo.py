@@ -9,7 +9,8 @@ on Ctrl-C stops them and the tier. Data goes to ``var/``.
 
 Authentication is on: the first run makes ``var/auth`` (password hashes and
 rights) and one credentials file per user (mode 0600) with random
-passwords: ``grader`` takes and re-queues work, ``web`` may only enqueue.
+passwords: ``grader`` takes and re-queues work, ``web`` may only enqueue,
+``operator`` (admin) logs into the dashboard and reads every queue.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ AUTH_FILE = VAR / "auth"  # as workers/starlingpy.toml says
 USERS = {
     "grader": ["get,set=submissions,regrades,grader_failed"],
     "web": ["set=submissions,regrades"],
+    "operator": ["admin"],  # the dashboard: every queue, the failure queue, its login
 }
 
 
@@ -69,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     starlingpy("status")
     # It prints "dashboard on http://127.0.0.1:PORT/" once it accepts.
+    # Its page asks for a login: operator, with the password in var/operator-credentials.toml.
     dashboard = subprocess.Popen([sys.executable, "-m", "starlingpy", "dashboard", "-c", str(CONFIG),
                                   "--port", str(args.dashboard_port),
-                                  "--failed-queue", "grader_failed"], cwd=REPO)
+                                  "--failed-queue", "grader_failed"], cwd=REPO,
+                                 env=dict(os.environ, STARLINGPY_CREDENTIALS=str(credentials["operator"])))
+    print(f"dashboard login: operator, password in {credentials['operator']}", flush=True)
     try:
         # The web app prints "serving on http://127.0.0.1:PORT/" once it accepts.
         return subprocess.call([sys.executable, "-m", "client.web", "--port", str(args.port)],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from starlingpy import DEFAULT_ADDRESS
@@ -34,6 +35,8 @@ def register(subparsers) -> None:
     parser.add_argument("--interval", type=float, default=5.0,
                         help="seconds between samples and page updates (default 5)")
     parser.add_argument("--failed-queue", default="failed", help="the failure queue (default: failed)")
+    parser.add_argument("--auth-file", help="require a login of an admin user of this auth file "
+                                            "(default with -c: the server's auth_file)")
     parser.set_defaults(func=run)
 
 
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     processes = worker_metrics = None
     address = args.server
+    auth_file = args.auth_file
     if args.config:
         from starlingpy.supervisor import load_tier
         from starlingpy.supervisor.control import status_report
@@ -61,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         # The running tier's address (its config may say port 0), read once.
         address = address or status_report(tier)["server_address"]
+        auth_file = auth_file or tier.shared.server.auth_file
+        if tier.settings.credentials is not None:  # the server's login, as the workers have it
+            os.environ.setdefault("STARLINGPY_CREDENTIALS", str(tier.settings.credentials))
 
         def processes():
             return status_report(tier)
@@ -69,15 +76,28 @@ def run(args: argparse.Namespace) -> int:
     address = address or DEFAULT_ADDRESS
     history = QueueHistory(args.interval)
     client = Client([address])
+    login = None
+    if auth_file:
+        from starlingpy.auth import AuthFileError
+        from starlingpy.dashboard.login import DashboardLogin
+
+        try:
+            login = DashboardLogin(auth_file).check
+        except AuthFileError as error:
+            print(f"starlingpy dashboard: {error}", file=sys.stderr)
+            return 2
     app = create_app(history, client, failed_queue=args.failed_queue, processes=processes,
-                     worker_metrics=worker_metrics)
+                     worker_metrics=worker_metrics, login=login)
     try:
         server = WebServer(app, args.host, args.port)
     except OSError as error:
         print(f"starlingpy dashboard: cannot listen on {args.host}:{args.port}: {error.strerror}",
               file=sys.stderr)
         return 1
-    sampler = Sampler(lambda: read_stats(address), history).start()
+    from starlingpy.client.security import Credentials
+
+    credentials = Credentials.from_environment()
+    sampler = Sampler(lambda: read_stats(address, credentials=credentials), history).start()
     print(f"dashboard on {server.url}/ (server {address})", flush=True)
     try:
         server.run()  # until Ctrl-C or SIGTERM

@@ -36,12 +36,29 @@ ASSETS = {"charts.js": "text/javascript; charset=utf-8", "dashboard.js": "text/j
 
 def create_app(history: QueueHistory, client, *, failed_queue: str = "failed", failed_limit: int = 100,
                processes: Callable[[], dict] | None = None,
-               worker_metrics: Callable[[], bytes] | None = None) -> Flask:
+               worker_metrics: Callable[[], bytes] | None = None,
+               login: Callable[[str, str], str] | None = None) -> Flask:
     """``client``: a (thread-safe) starlingpy Client for the failure queue;
     ``processes()``: the supervisor's status report; ``worker_metrics()``:
-    the exposition text of its workers (both absent without a tier)."""
+    the exposition text of its workers (both absent without a tier);
+    ``login(name, password)``: "ok", "forbidden" or "unknown"
+    (:class:`~starlingpy.dashboard.login.DashboardLogin`), every request
+    then needs HTTP Basic authentication."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+
+    if login is not None:
+        @app.before_request
+        def authenticate():
+            given = request.authorization
+            verdict = (login(given.username or "", given.password or "")
+                       if given is not None and given.type == "basic" else "unknown")
+            if verdict == "ok":
+                return None
+            if verdict == "forbidden":
+                return jsonify({"error": "the dashboard is for users with the admin right"}), 403
+            return (jsonify({"error": "log in with a user of the server's auth file"}), 401,
+                    {"WWW-Authenticate": 'Basic realm="starlingpy dashboard", charset="UTF-8"'})
 
     @app.get("/")
     def page():
