@@ -16,6 +16,7 @@ which we never answer): a page elsewhere cannot retry or drop by itself.
 from __future__ import annotations
 
 import datetime
+import threading
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,9 @@ def create_app(history: QueueHistory, client, *, failed_queue: str = "failed", f
     then needs HTTP Basic authentication."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    # Listing holds the failure queue's items open while it looks: a drop or
+    # retry in another request thread meanwhile would find nothing to act on.
+    failure_queue = threading.Lock()
 
     if login is not None:
         @app.before_request
@@ -84,7 +88,8 @@ def create_app(history: QueueHistory, client, *, failed_queue: str = "failed", f
 
     @app.get("/api/failed")
     def failed():
-        items = list_failed(client, failed_queue, failed_limit)
+        with failure_queue:
+            items = list_failed(client, failed_queue, failed_limit)
         return jsonify({"queue": failed_queue, "limit": failed_limit,
                         "items": [_describe(item) for item in items]})
 
@@ -98,7 +103,9 @@ def create_app(history: QueueHistory, client, *, failed_queue: str = "failed", f
         if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS \
                 or not all(isinstance(i, str) for i in ids):
             return jsonify({"error": f"ids: a list of 1 to {MAX_IDS} message ids"}), 400
-        done = (retry_failed if action == "retry" else drop_failed)(client, failed_queue, ids, failed_limit)
+        with failure_queue:
+            done = (retry_failed if action == "retry" else drop_failed)(client, failed_queue, ids,
+                                                                        failed_limit)
         return jsonify({action: [item.id for item in done],
                         "missing": sorted(set(ids) - {item.id for item in done})})
 
