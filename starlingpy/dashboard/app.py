@@ -16,8 +16,8 @@ which we never answer): a page elsewhere cannot retry or drop by itself.
 from __future__ import annotations
 
 import datetime
-import threading
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
