@@ -79,7 +79,7 @@ def parse_set_key(raw: bytes) -> tuple[bytes, int, bytes | None]:
     queue name`` for anything else after a ``/``."""
     queue, slash, option_part = raw.partition(b"/")
     if not slash or not is_plain_queue_name(queue) or len(raw) > MAX_KEY_LENGTH:
-        raise ProtocolError(queue_name_error(queue) or BAD_QUEUE_NAME)
+        raise ProtocolError(BAD_QUEUE_NAME)
     delay_ms: int | None = None
     unique: bytes | None = None
     for option in option_part.split(b"/"):
