@@ -22,7 +22,7 @@ from starlingpy.queue import MAX_DELAY_MS, MAX_UNIQUE_ID
 
 from .errors import InvalidQueueName
 
-_UNIQUE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,%d}" % MAX_UNIQUE_ID, re.ASCII)
+_UNIQUE_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_UNIQUE_ID}}}", re.ASCII)
 
 
 def check_queue_name(name: str) -> str:

@@ -35,6 +35,7 @@ from starlingpy.client import ClientError, ConfirmFailed, Message, UnsupportedFe
 from starlingpy.client.keys import check_queue_name
 from starlingpy.process.reaper import PeriodicReaper, become_subreaper, kill_adopted
 from starlingpy.worker.db import Databases
+from starlingpy.worker.limits import TaskTimeout, time_limit
 from starlingpy.worker.tasks import BadMessage, FailureRecord, TaskMessage, TaskSet
 
 __all__ = ["Worker", "WorkerStatistics", "StopRequested", "WarmStop", "ColdStop"]
@@ -232,16 +233,27 @@ class Worker:
         except Exception as exc:
             raise _DatabaseUnavailable(f"database verification failed: {exc}") from exc
         try:
-            with self.databases.message_scope(verify_first=False), self.taskset.using(self.client):
+            with (self.databases.message_scope(verify_first=False), self.taskset.using(self.client),
+                  time_limit(task.timeout)):
                 task.func(*task_msg.args, **task_msg.kwargs)
-        except Exception as exc:
+        except (Exception, TaskTimeout) as exc:
             if task_msg.attempt < task.max_attempts:
-                self.taskset.send(message.queue, task_msg.next_attempt(), client=self.client)
+                self._send_retry(message.queue, task_msg, task.retry.delay(task_msg.attempt))
                 return self._finish("retried", message, task_msg, started, repr(exc))
             self._send_failure(FailureRecord(reason="failed", error=repr(exc), queue=message.queue,
                                              message=task_msg, traceback=traceback.format_exc()))
             return self._finish("failed", message, task_msg, started, repr(exc))
         return self._finish("succeeded", message, task_msg, started)
+
+    def _send_retry(self, queue: str, failed: TaskMessage, delay: float) -> None:
+        """Push the next attempt as an item delayed by ``delay`` seconds
+        (at once on a server without delayed items, with a warning)."""
+        retry = failed.next_attempt()
+        try:
+            self.taskset.send(queue, retry, client=self.client, delay=delay)
+        except UnsupportedFeature as exc:
+            log.warning("worker %s: %s; retrying %s at once", self.name, exc, retry.id)
+            self.taskset.send(queue, dataclasses.replace(retry, unique=None), client=self.client)
 
     def _send_failure(self, record: FailureRecord) -> None:
         self.taskset.send_failure(record, client=self.client)
