@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -181,6 +181,23 @@ class Client:
             self._reader.abort(taken)
             raise
         self._reader.confirm(taken)
+
+    @contextmanager
+    def hold(self, queue: str, timeout: float | None = None) -> Iterator[Callable[[], bool] | None]:
+        """Hold the next item of ``queue`` open as a lease: ``with
+        client.hold("lock", 5) as lease:`` (None if nothing came in time).
+        ``lease()`` tells whether it still holds (its connection is up).
+        The item goes back to the head of its queue when the block ends, or
+        when this process dies (the server sees the connection drop), so
+        whoever waits for it next gets it: a lock with fail-over."""
+        taken = self._reader.take([check_queue_name(queue)], timeout, reliable=True)
+        if taken is None:
+            yield None
+            return
+        try:
+            yield taken.connection.is_open
+        finally:
+            self._reader.abort(taken)
 
     def _message(self, taken: Taken) -> Message:
         return Message(queue=taken.queue, value=self.serializer.loads(taken.data, taken.flags),

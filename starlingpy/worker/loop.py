@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -86,7 +87,9 @@ class Worker:
     subreaper of what tasks start (Linux), reap those orphans between
     messages and kill the ones still running when :meth:`work` returns.
     ``on_finish(task name or None, outcome, seconds)``: told after each
-    message (worker metrics).
+    message (worker metrics). ``schedule``: when the task set has periodic
+    jobs, compete to be their one scheduler (a thread; see
+    :mod:`starlingpy.worker.schedule`) while :meth:`work` runs.
 
     While a task runs, ``client`` is the task set's client in this process
     (:meth:`TaskSet.using`): a task that pushes another task reaches the
@@ -98,7 +101,8 @@ class Worker:
                  reliable: bool | None = None, name: str | None = None,
                  between_messages: Callable[[], object] | None = None,
                  adopt_orphans: bool = False,
-                 on_finish: Callable[[str | None, str, float], object] | None = None) -> None:
+                 on_finish: Callable[[str | None, str, float], object] | None = None,
+                 schedule: bool = True) -> None:
         self.taskset = taskset
         self.queues = list(queues) if queues else taskset.queues
         if not self.queues:
@@ -113,6 +117,7 @@ class Worker:
         self.between_messages = between_messages
         self.adopt_orphans = adopt_orphans
         self.on_finish = on_finish
+        self.schedule = schedule
         self.stop_requested: str | None = None   # None, "warm" or "cold"
         self._busy = False
         self._counts = dict(handled=0, succeeded=0, retried=0, failed=0, rejected=0)
@@ -133,6 +138,7 @@ class Worker:
         # is waiting for a child of its own.
         reap = PeriodicReaper() if self.adopt_orphans and become_subreaper() else None
         log.info("worker %s starting on queues %s", self.name, ",".join(self.queues))
+        stop_scheduling = self._start_scheduler()
         try:
             while self.stop_requested is None:
                 if max_messages is not None and handled >= max_messages:
@@ -161,10 +167,30 @@ class Worker:
         finally:
             # Clean-up for every caller, not only the CLI, and whatever ended
             # the loop (rq's lesson); an open read was aborted by _take.
+            stop_scheduling()
             if reap is not None and (strays := kill_adopted()):
                 log.info("worker %s: killed %d orphaned process(es)", self.name, strays)
             log.info("worker %s stopping after %d message(s)", self.name, handled)
         return handled
+
+    def _start_scheduler(self) -> Callable[[], None]:
+        """The periodic-job scheduler thread, when there is work for one;
+        returns what stops it."""
+        if not (self.schedule and self.taskset.schedules):
+            return lambda: None
+        from starlingpy.worker.schedule import Scheduler
+
+        stop = threading.Event()
+        thread = threading.Thread(target=Scheduler(self.taskset, self.client, stop,
+                                                   name=self.name).run,
+                                  name="starlingpy-scheduler", daemon=True)
+        thread.start()
+
+        def stop_scheduler() -> None:
+            stop.set()
+            thread.join(10)
+
+        return stop_scheduler
 
     def _take_and_handle(self, timeout: float) -> bool:
         try:

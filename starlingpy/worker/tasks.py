@@ -65,7 +65,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlingpy.backoff import exponential_delay, jittered
@@ -102,6 +102,7 @@ class TaskMessage:
     enqueued_at: float = dataclasses.field(default_factory=time.time)
     attempt: int = 1
     unique: str | None = None  # the unique id on the wire (a task with a key function)
+    scheduled_for: float | None = None  # a periodic job's run time (unix)
 
     def to_dict(self) -> dict[str, Any]:
         fields = {"v": MESSAGE_VERSION, "id": self.id, "task": self.task, "args": list(self.args),
@@ -109,6 +110,8 @@ class TaskMessage:
                   "attempt": self.attempt}
         if self.unique is not None:
             fields["unique"] = self.unique
+        if self.scheduled_for is not None:
+            fields["scheduled_for"] = self.scheduled_for
         return fields
 
     def wire_unique(self) -> str | None:
@@ -143,11 +146,15 @@ class TaskMessage:
             raise BadMessage("missing enqueue time")
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
             raise BadMessage(f"bad attempt number {attempt!r}")
-        unique = data.get("unique")
+        unique, scheduled_for = data.get("unique"), data.get("scheduled_for")
         if unique is not None and not isinstance(unique, str):
             raise BadMessage("unique must be a string")
+        if scheduled_for is not None and (isinstance(scheduled_for, bool)
+                                          or not isinstance(scheduled_for, (int, float))):
+            raise BadMessage("scheduled_for must be a unix time")
         return cls(task=task, args=tuple(args), kwargs=kwargs, id=msg_id,
-                   enqueued_at=float(enqueued_at), attempt=attempt, unique=unique)
+                   enqueued_at=float(enqueued_at), attempt=attempt, unique=unique,
+                   scheduled_for=scheduled_for)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,6 +313,7 @@ class TaskSet:
         self.default_queue = default_queue
         self.default_max_attempts = default_max_attempts
         self.tasks: dict[str, Task] = {}
+        self.schedules: list = []  # periodic jobs (starlingpy.worker.schedule.Schedule)
         self._client = None
         self._client_pid: int | None = None
         self._lent: tuple[Any, int] | None = None  # (client, pid) while a worker lends one
@@ -333,6 +341,29 @@ class TaskSet:
 
     def get(self, name: str) -> Task | None:
         return self.tasks.get(name)
+
+    def every(self, interval: timedelta | float, task: Task, *args, **kwargs):
+        """Run ``task(*args, **kwargs)`` every ``interval`` (a timedelta or
+        seconds), at the multiples of it since the epoch (UTC), so every
+        process agrees on the run times. See :mod:`starlingpy.worker.schedule`."""
+        from starlingpy.worker.schedule import Schedule
+
+        return self._add_schedule(Schedule.every(interval, task, args, kwargs))
+
+    def cron(self, expression: str, task: Task, *args, **kwargs):
+        """Run ``task(*args, **kwargs)`` at the times of a cron expression
+        (``"0 3 * * *"``: 03:00 UTC daily). See :mod:`starlingpy.worker.schedule`."""
+        from starlingpy.worker.schedule import Schedule
+
+        return self._add_schedule(Schedule.cron(expression, task, args, kwargs))
+
+    def _add_schedule(self, schedule):
+        if schedule.task.taskset is not self:
+            raise ValueError(f"task {schedule.task.name!r} is not one of {self.name!r}'s")
+        if any(s.key == schedule.key for s in self.schedules):
+            raise ValueError(f"periodic job {schedule.key!r} is already scheduled")
+        self.schedules.append(schedule)
+        return schedule
 
     @property
     def queues(self) -> list[str]:
