@@ -59,13 +59,13 @@ LOCK_WAIT = 2.0  # seconds one blocking get for the lock waits (a stop waits tha
 @dataclass(frozen=True)
 class Schedule:
     """One periodic job: ``task(*args, **kwargs)`` every ``interval``
-    seconds, or at the times of ``cron``. ``key`` names it in the state."""
+    seconds, or at the times of the cron ``expression``. ``key`` names it in the state."""
 
     task: Task
     args: tuple
     kwargs: dict
     interval: float | None = None
-    cron: str | None = None
+    expression: str | None = None  # cron
     key: str = field(default="", compare=False)
 
     @classmethod
@@ -81,13 +81,14 @@ class Schedule:
              kwargs: dict | None = None) -> Schedule:
         if not isinstance(expression, str) or not croniter.is_valid(expression):
             raise ValueError(f"not a cron expression: {expression!r}")
-        return cls._made(task, args, kwargs, cron=expression)
+        return cls._made(task, args, kwargs, expression=expression)
 
     @classmethod
     def _made(cls, task: Task, args: tuple, kwargs: dict | None, **when) -> Schedule:
         kwargs = dict(kwargs or {})
         task.message(*args, **kwargs)  # JSON-able arguments: fail here, not in the scheduler
-        spec = f"every {when['interval']:g}s" if "interval" in when else f"cron {when['cron']}"
+        spec = (f"every {when['interval']:g}s" if "interval" in when
+                else f"cron {when['expression']}")
         arguments = json.dumps([list(args), kwargs], sort_keys=True)
         return cls(task, tuple(args), kwargs, key=f"{task.name} {spec} {arguments}", **when)
 
@@ -95,13 +96,13 @@ class Schedule:
         """The first run time strictly after ``t``."""
         if self.interval is not None:
             return (math.floor(t / self.interval) + 1) * self.interval
-        return croniter(self.cron, datetime.fromtimestamp(t, UTC)).get_next(float)
+        return croniter(self.expression, datetime.fromtimestamp(t, UTC)).get_next(float)
 
     def latest_until(self, t: float) -> float:
         """The last run time at or before ``t``."""
         if self.interval is not None:
             return math.floor(t / self.interval) * self.interval
-        before = croniter(self.cron, datetime.fromtimestamp(t, UTC)).get_prev(float)
+        before = croniter(self.expression, datetime.fromtimestamp(t, UTC)).get_prev(float)
         after = self.next_after(before)  # (t itself, when t is a run time)
         return after if after <= t else before
 
