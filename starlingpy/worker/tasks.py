@@ -44,12 +44,16 @@ with ``"unique": "<the id on the wire>"`` added for a task with a key function.
 
 Failure records (pushed to the task set's failure queue) are JSON too::
 
-    {"v": 1, "kind": "failure", "reason": "undecodable"|"unknown_task"|"failed",
+    {"v": 1, "kind": "failure", "id": "<32 hex>",
+     "reason": "undecodable"|"unknown_task"|"failed",
      "error": "...", "traceback": "..."|null, "queue": "<where it came from>",
      "failed_at": <unix time>, "message": {...}|null, "raw": "<base64>"|null}
 
 ``message`` is the decoded message (``raw`` is then null); an undecodable
-item keeps its bytes in ``raw`` so nothing is lost.
+item keeps its bytes in ``raw`` so nothing is lost. ``id`` is the message's
+id, or a fresh one for an undecodable item (records written before ids were
+given one are read with a digest of their ``raw`` bytes as id), so every
+record can be named (``starlingpy failed drop ID``).
 """
 
 from __future__ import annotations
@@ -168,9 +172,16 @@ class FailureRecord:
     raw: bytes | None = None
     traceback: str | None = None
     failed_at: float = dataclasses.field(default_factory=time.time)
+    record_id: str | None = None  # (None: the message's id, or a fresh one)
+
+    def __post_init__(self) -> None:
+        if self.record_id is None:
+            fresh = self.message.id if self.message else uuid.uuid4().hex
+            object.__setattr__(self, "record_id", fresh)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": MESSAGE_VERSION, "kind": "failure", "reason": self.reason, "error": self.error,
+        return {"v": MESSAGE_VERSION, "kind": "failure", "id": self.id, "reason": self.reason,
+                "error": self.error,
                 "traceback": self.traceback, "queue": self.queue, "failed_at": self.failed_at,
                 "message": self.message.to_dict() if self.message else None,
                 "raw": base64.b64encode(self.raw).decode("ascii") if self.raw is not None else None}
@@ -182,13 +193,17 @@ class FailureRecord:
             raise BadMessage("not a failure record")
         message = TaskMessage.decode(data["message"]) if data.get("message") else None
         raw = base64.b64decode(data["raw"]) if data.get("raw") else None
+        record_id = data.get("id")
+        if not isinstance(record_id, str) or not record_id:
+            record_id = message.id if message else hashlib.sha256(raw or b"").hexdigest()[:32]
         return cls(reason=str(data.get("reason")), error=str(data.get("error")),
                    queue=str(data.get("queue")), message=message, raw=raw,
-                   traceback=data.get("traceback"), failed_at=float(data.get("failed_at", 0)))
+                   traceback=data.get("traceback"), failed_at=float(data.get("failed_at", 0)),
+                   record_id=record_id)
 
     @property
-    def id(self) -> str | None:
-        return self.message.id if self.message else None
+    def id(self) -> str:
+        return self.record_id
 
 
 @dataclasses.dataclass(frozen=True)

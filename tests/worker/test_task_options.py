@@ -153,3 +153,18 @@ def test_unique_pushes_from_eight_threads_give_one_message(tasks, client, marks)
         worker.handle(message)
     assert tasks.get("grade_once").push(42) == ids[0]  # done: stored again (same key, same id)
     assert stat(client, "queue_fast_items") == 2  # 43 and the new 42
+
+
+def test_a_failure_record_of_a_non_json_message_has_an_id_to_drop_it_by(tasks, client, marks):
+    from starlingpy.worker.failed import drop_failed, list_failed
+
+    client.set("fast", b"\xff not json")
+    client.set("failed", b"not even a record")
+    Worker(tasks, ["fast"], client=client).work(burst=True)
+    items = list_failed(client)
+    assert [item.record.reason if item.record else None for item in items] == [None, "undecodable"]
+    assert all(item.id for item in items) and items[0].id != items[1].id
+    assert list_failed(client)[1].id == items[1].id  # the same record, the same id
+    assert [item.id for item in drop_failed(client, ids=[items[1].id])] == [items[1].id]
+    assert [item.id for item in drop_failed(client, ids=[items[0].id])] == [items[0].id]
+    assert list_failed(client) == []
