@@ -111,6 +111,9 @@ def _run_pool(args: argparse.Namespace) -> int:
         return 2
 
 
+WORKER_DEAD_RETRY = 1.0  # seconds a worker's client skips a server that failed
+
+
 def _stop_before_start(signum, frame) -> None:
     raise SystemExit(0)  # nothing taken yet, nothing to finish
 
@@ -139,7 +142,10 @@ def _run_worker(args: argparse.Namespace) -> int:
         return 2
     servers = server_addresses(args.server)
     if servers:
-        client = Client(servers)
+        # A restarted server is tried again after a second, not the client's
+        # default five: with the loop's back-off (at most 2 s) a worker is
+        # back within about 3 s of the server.
+        client = Client(servers, dead_retry=WORKER_DEAD_RETRY)
     elif taskset.client_factory is not None:
         client = taskset.client
     else:

@@ -43,8 +43,9 @@ __all__ = ["Worker", "WorkerStatistics", "StopRequested", "WarmStop", "ColdStop"
 
 log = logging.getLogger("starlingpy.worker")
 
-# Back-off while the queue server (or a database) is unreachable.
-_RETRY_FIRST, _RETRY_MAX = 0.25, 5.0
+# Back-off while the queue server (or a database) is unreachable: short, so a
+# worker is back soon after a server restart (see cli/work.py's dead_retry).
+_RETRY_FIRST, _RETRY_MAX = 0.25, 2.0
 
 
 class StopRequested(BaseException):

@@ -168,3 +168,19 @@ def test_a_failure_record_of_a_non_json_message_has_an_id_to_drop_it_by(tasks, c
     assert [item.id for item in drop_failed(client, ids=[items[1].id])] == [items[1].id]
     assert [item.id for item in drop_failed(client, ids=[items[0].id])] == [items[0].id]
     assert list_failed(client) == []
+
+
+def test_a_worker_serves_again_soon_after_its_server_restarts(server, client, tasks, marks):
+    worker = WorkerProcess(server, marks, "--instances", "1", "--queues", "fast")
+    try:
+        tasks.get("note").push("before")
+        wait_until(lambda: marks_matching(marks, "note-before-"), timeout=30, message="first")
+        server.kill()
+        server.restart()
+        tasks.get("note").push("after")
+        # Back-off at most 2 s plus the client's 1 s dead-server wait: well inside this.
+        wait_until(lambda: marks_matching(marks, "note-after-"), timeout=15,
+                   message="the worker back after the restart")
+    finally:
+        worker.signal(15)
+        worker.wait()
