@@ -492,13 +492,9 @@ class Queue:
                 return item, seq
             if not self._count:
                 return None, None
-            entry = self._pop_entry()
-            if entry[2] and entry[2] <= now:
-                self._expired += 1
-                self.log.remove()
-                continue
-            self._age = now - entry[3]
-            return entry, None
+            entry = self._pop_unexpired(now)
+            if entry is not None:
+                return entry, None
 
     def peek_nowait(self) -> Item | None:
         """The head item, left in place (expired heads are dropped first)."""
@@ -653,14 +649,21 @@ class Queue:
         """Remove the first unexpired item, logging the expired ones dropped."""
         now = self._clock()
         while self._count:
-            entry = self._pop_entry()
-            if entry[2] and entry[2] <= now:
-                self._expired += 1
-                self.log.remove()
-                continue
-            self._age = now - entry[3]
-            return entry
+            entry = self._pop_unexpired(now)
+            if entry is not None:
+                return entry
         return None
+
+    def _pop_unexpired(self, now: float) -> Entry | None:
+        """Remove the FIFO's head item; None if it had expired (then counted
+        and logged)."""
+        entry = self._pop_entry()
+        if entry[2] and entry[2] <= now:
+            self._expired += 1
+            self.log.remove()
+            return None
+        self._age = now - entry[3]
+        return entry
 
     def _drop_waiting(self) -> None:
         self._head.clear()

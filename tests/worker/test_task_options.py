@@ -14,25 +14,7 @@ import pytest
 from starlingpy.worker import Retry, Worker
 from starlingpy.worker.tasks import TaskMessage
 from tests.support import wait_until
-from tests.worker import sample_tasks
 from tests.worker.test_processes import WorkerProcess, marks_matching, pid_of
-
-
-@pytest.fixture
-def marks(tmp_path, monkeypatch):
-    path = tmp_path / "marks"
-    path.mkdir()
-    monkeypatch.setattr(sample_tasks, "MARKS", path)
-    return path
-
-
-@pytest.fixture
-def tasks(client):
-    sample_tasks.tasks.client_factory = lambda: client
-    sample_tasks.tasks._client = None
-    yield sample_tasks.tasks
-    sample_tasks.tasks.client_factory = None
-    sample_tasks.tasks._client = None
 
 
 def stat(client, name: str) -> int:
