@@ -15,10 +15,12 @@ Two layers, because Python can only interrupt Python:
    loop) is killed by the kernel (``SIGXCPU``). That costs the worker
    process: the pool starts a new one (its restart back-off), and since
    the message was taken with a reliable read and never confirmed, the
-   server gives it back when the dead process's connection drops. It comes
-   back with the same attempt number, so a message that hangs in C every
-   time costs a process on every delivery (see the README). Cost per
-   message: two ``setrlimit`` and one ``getrusage`` call.
+   server gives it back when the dead process's connection drops. The
+   worker that gets it finds, in the :class:`AttemptLedger`, that this
+   attempt started before, and counts it as failed (retried or sent to the
+   failure queue) without running it again: a message that hangs in C costs
+   one process per attempt. Cost per message: two ``setrlimit`` and one
+   ``getrusage`` call, and the ledger's two round trips.
 
 Both only in the main thread (where the worker loop runs) of a Unix process;
 elsewhere :func:`time_limit` is a no-op with a warning.
@@ -27,6 +29,7 @@ elsewhere :func:`time_limit` is a no-op with a warning.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -35,7 +38,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
-__all__ = ["TaskTimeout", "time_limit", "HARD_GRACE"]
+__all__ = ["TaskTimeout", "time_limit", "HARD_GRACE", "AttemptLedger"]
 
 log = logging.getLogger("starlingpy.worker")
 
@@ -76,3 +79,40 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         signal.setitimer(signal.ITIMER_REAL, 0)
         resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
         signal.signal(signal.SIGALRM, previous_handler)
+
+
+# How long a timed attempt's start is remembered: a message given back later
+# than this after its worker died is run again as the same attempt.
+ATTEMPT_MEMORY = 3600
+
+
+class AttemptLedger:
+    """Remembers, on the queue server, which timed attempts have started, so
+    that one whose worker died in it (killed in C code past its timeout, see
+    the module docstring) is counted as a failed attempt when the reliable
+    read gives it back, instead of hanging every worker it reaches.
+
+    A start is a marker item in ``queue`` with a unique id made of the
+    message's id, attempt and enqueue time, expiring after
+    :data:`ATTEMPT_MEMORY` s; the server refuses a second one. A ``peek``
+    after each start drops the expired markers at the queue's head. Cost per
+    timed message: two round trips to the server.
+    """
+
+    def __init__(self, client, queue: str) -> None:
+        self.client = client
+        self.queue = queue
+
+    def first_start(self, message) -> bool:
+        """Note that ``message`` (a TaskMessage) starts now; False if this
+        attempt had started before. True on a server without unique items."""
+        from starlingpy.client import UnsupportedFeature
+
+        stamp = f"{message.id}\0{message.attempt}\0{message.enqueued_at!r}".encode()
+        key = "attempt:" + hashlib.sha256(stamp).hexdigest()[:40]
+        try:
+            first = self.client.set(self.queue, b"", ATTEMPT_MEMORY, unique=key)
+        except UnsupportedFeature:
+            return True
+        self.client.peek(self.queue)  # drops expired markers at the head
+        return first

@@ -36,7 +36,7 @@ from starlingpy.client import ClientError, ConfirmFailed, Message, UnsupportedFe
 from starlingpy.client.keys import check_queue_name
 from starlingpy.process.reaper import PeriodicReaper, become_subreaper, kill_adopted
 from starlingpy.worker.db import Databases
-from starlingpy.worker.limits import TaskTimeout, time_limit
+from starlingpy.worker.limits import AttemptLedger, TaskTimeout, time_limit
 from starlingpy.worker.tasks import BadMessage, FailureRecord, TaskMessage, TaskSet
 
 __all__ = ["Worker", "WorkerStatistics", "StopRequested", "WarmStop", "ColdStop"]
@@ -108,7 +108,8 @@ class Worker:
         self.queues = list(queues) if queues else taskset.queues
         if not self.queues:
             raise ValueError("a worker needs at least one queue")
-        for queue in [*self.queues, taskset.failure_queue]:
+        # (and the task set's own: its attempt ledger, its scheduler's lock)
+        for queue in [*self.queues, taskset.failure_queue, f"{taskset.name}_attempts"]:
             check_queue_name(queue)  # a bad name fails here, not in an endless retry loop
         self.client = client if client is not None else taskset.client
         self.databases = Databases(engines)
@@ -119,6 +120,7 @@ class Worker:
         self.adopt_orphans = adopt_orphans
         self.on_finish = on_finish
         self.schedule = schedule
+        self.attempts = AttemptLedger(self.client, f"{taskset.name}_attempts")
         self.stop_requested: str | None = None   # None, "warm" or "cold"
         self._busy = False
         self._counts = dict(handled=0, succeeded=0, retried=0, failed=0, rejected=0)
@@ -259,18 +261,31 @@ class Worker:
             self.databases.verify()
         except Exception as exc:
             raise _DatabaseUnavailable(f"database verification failed: {exc}") from exc
+        if (task.timeout is not None and self.reliable is not False
+                and not self.attempts.first_start(task_msg)):
+            # Given back by the server: the worker running this attempt died
+            # in it (killed in C code past its timeout, most likely).
+            died = TaskTimeout(f"attempt {task_msg.attempt} started before and its worker died in "
+                               f"it (past its timeout of {task.timeout}s?)")
+            return self._attempt_failed(message, task_msg, task, started, died, None)
         try:
             with (self.databases.message_scope(verify_first=False), self.taskset.using(self.client),
                   time_limit(task.timeout)):
                 task.func(*task_msg.args, **task_msg.kwargs)
         except (Exception, TaskTimeout) as exc:
-            if task_msg.attempt < task.max_attempts:
-                self._send_retry(message.queue, task_msg, task.retry.delay(task_msg.attempt))
-                return self._finish("retried", message, task_msg, started, repr(exc))
-            self._send_failure(FailureRecord(reason="failed", error=repr(exc), queue=message.queue,
-                                             message=task_msg, traceback=traceback.format_exc()))
-            return self._finish("failed", message, task_msg, started, repr(exc))
+            return self._attempt_failed(message, task_msg, task, started, exc,
+                                        traceback.format_exc())
         return self._finish("succeeded", message, task_msg, started)
+
+    def _attempt_failed(self, message: Message, task_msg: TaskMessage, task, started: float,
+                        error: BaseException, trace: str | None) -> str:
+        """Retry after the task's interval, or, after the last attempt, the failure queue."""
+        if task_msg.attempt < task.max_attempts:
+            self._send_retry(message.queue, task_msg, task.retry.delay(task_msg.attempt))
+            return self._finish("retried", message, task_msg, started, repr(error))
+        self._send_failure(FailureRecord(reason="failed", error=repr(error), queue=message.queue,
+                                         message=task_msg, traceback=trace))
+        return self._finish("failed", message, task_msg, started, repr(error))
 
     def _send_retry(self, queue: str, failed: TaskMessage, delay: float) -> None:
         """Push the next attempt as an item delayed by ``delay`` seconds

@@ -85,18 +85,20 @@ def test_a_hanging_task_is_timed_out_and_the_worker_goes_on(server, client, task
 
 
 
-def test_a_task_stuck_in_c_costs_one_process_and_its_message_comes_back(server, client, tasks,
-                                                                         marks, monkeypatch):
+def test_a_task_stuck_in_c_costs_one_process_per_attempt_and_its_message_comes_back(
+        server, client, tasks, marks, monkeypatch):
     monkeypatch.setenv("STARLINGPY_TASK_HARD_GRACE", "1")
-    tasks.get("spin_in_c").push("c")
-    pool = WorkerProcess(server, marks, "--instances", "2", "--queues", "timed")
+    tasks.get("spin_in_c").push("c")  # two attempts, each stuck in C
+    pool = WorkerProcess(server, marks, "--instances", "2", "--queues", "timed,fast")
     try:
-        done = wait_until(lambda: marks_matching(marks, "spun-c-"), timeout=60,
-                          message="the message handled again after its worker was killed")
+        record = json.loads(client.get_first(["failed"], timeout=60).raw)
+        assert record["message"]["attempt"] == 2 and "died in it" in record["error"]
         spins = marks_matching(marks, "spin-c-")
-        assert len(spins) == 2  # taken twice: the first process died in the C loop
-        first = next(pid_of(m) for m in spins if pid_of(m) != pid_of(done[0]))
-        wait_until(lambda: not _alive(first), message="the stuck process gone")
+        assert len(spins) == 2 and len({pid_of(m) for m in spins}) == 2  # a process per attempt
+        wait_until(lambda: not any(_alive(pid_of(m)) for m in spins), message="stuck processes gone")
+        tasks.get("note").push("still-serving")  # the pool replaced them
+        wait_until(lambda: marks_matching(marks, "note-still-serving-"), timeout=30,
+                   message="the pool serving again")
         assert stat(client, "queue_timed_items") == 0
         assert stat(client, "queue_timed_open_transactions") == 0
     finally:
@@ -166,3 +168,14 @@ def test_a_worker_serves_again_soon_after_its_server_restarts(server, client, ta
     finally:
         worker.signal(15)
         worker.wait()
+
+
+def test_the_attempt_ledger_knows_an_attempt_started_before(client):
+    from starlingpy.worker.limits import AttemptLedger
+
+    ledger = AttemptLedger(client, "ledger_test")
+    message = TaskMessage(task="t", args=(1,))
+    assert ledger.first_start(message) is True
+    assert ledger.first_start(message) is False  # given back after its worker died
+    assert ledger.first_start(message.next_attempt()) is True
+    assert AttemptLedger(client, "ledger_test").first_start(TaskMessage(task="t")) is True
