@@ -8,8 +8,25 @@ time and tests need neither.
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from dataclasses import dataclass, field
+
+
+def exponential_delay(failures: int, initial: float, maximum: float) -> float:
+    """The delay after the ``failures``-th failure in a row (1 for the
+    first): ``initial`` doubling each time, at most ``maximum``."""
+    if failures < 1:
+        raise ValueError(f"failures counts from 1, got {failures}")
+    return min(maximum, initial * 2.0 ** min(failures - 1, 1023))
+
+
+def jittered(delay: float, spread: float, rng: random.Random | None = None) -> float:
+    """``delay`` less a random part of up to ``spread`` (0..1) of it, so that
+    many clients failing together do not all come back at the same moment."""
+    if not 0 <= spread <= 1:
+        raise ValueError(f"spread must be 0..1, got {spread}")
+    return delay * (1 - spread * (rng or random).random())
 
 
 @dataclass
@@ -19,21 +36,19 @@ class Backoff:
 
     initial: float
     maximum: float
-    _next: float = field(default=0.0, init=False)
+    _failures: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.initial <= self.maximum:
             raise ValueError(f"need 0 < initial <= maximum, got {self.initial}, {self.maximum}")
-        self._next = self.initial
 
     def next_delay(self) -> float:
         """The delay to wait now; the following one doubles."""
-        delay = self._next
-        self._next = min(delay * 2, self.maximum)
-        return delay
+        self._failures += 1
+        return exponential_delay(self._failures, self.initial, self.maximum)
 
     def reset(self) -> None:
-        self._next = self.initial
+        self._failures = 0
 
 
 @dataclass

@@ -62,7 +62,7 @@ def server_stats_pairs(counters: ServerCounters, queue_stats: dict,
 
 _QUEUE_LINES = b"".join(b"STAT queue_%%s_%s %%d\r\n" % field for field in (
     b"items", b"total_items", b"logsize", b"expired_items", b"age", b"bytes",
-    b"open_transactions", b"waiters"))
+    b"open_transactions", b"waiters", b"delayed_items"))
 
 
 def queue_stats_lines(queue_stats: Iterable[tuple[bytes, object]]) -> bytes:
@@ -74,7 +74,8 @@ def queue_stats_lines(queue_stats: Iterable[tuple[bytes, object]]) -> bytes:
         label = name if name.isascii() else _label(name)
         parts.append(lines % (label, s.items, label, s.total_items, label, s.logsize,
                               label, s.expired_items, label, s.age_ms, label, s.bytes,
-                              label, s.open_transactions, label, s.waiters))
+                              label, s.open_transactions, label, s.waiters,
+                              label, s.delayed_items))
     return b"".join(parts)
 
 

@@ -74,6 +74,9 @@ class ServerCollector:
         yield family(GaugeMetricFamily, "starlingpy_queue_last_item_age_seconds",
                      "How long the last item taken had waited (Starling's queue age).",
                      lambda s: s.age_ms / 1000)
+        yield family(GaugeMetricFamily, "starlingpy_queue_delayed_items",
+                     "Items set with /delay= that are not due yet (not in starlingpy_queue_items).",
+                     lambda s: s.delayed_items)
         yield family(GaugeMetricFamily, "starlingpy_queue_oldest_item_age_seconds",
                      "How long the item at the head of the queue has waited (0 when empty).",
                      lambda s: s.oldest_age_ms / 1000)
@@ -124,6 +127,7 @@ def _sum_statistics(many: list[QueueStatistics]) -> QueueStatistics:
         age_ms=max(s.age_ms for s in many), bytes=sum(s.bytes for s in many),
         open_transactions=sum(s.open_transactions for s in many),
         waiters=sum(s.waiters for s in many),
+        delayed_items=sum(s.delayed_items for s in many),
         oldest_age_ms=max(s.oldest_age_ms for s in many))
 
 

@@ -21,10 +21,20 @@ Waiting items, oldest first, are ``_head`` + ``_blocks`` + ``_recent``:
 
 So a long queue costs its data plus a few bytes per item, and an item is an
 :class:`Item` only once it is handed out.
+
+*Held items* are items put with options (a delay, a unique id): kept apart
+in ``_held`` by a number of their own (``seq``), so that one can be taken
+out of order and its journal record can name it. A held item is *delayed*
+until its due time (``_pending``, a heap by due time), then *ready*
+(``_ready``, a heap by arrival): a take hands out whichever comes first in
+arrival order, the FIFO's head or the earliest ready held item, so a delayed
+item keeps its place among the items that are due. A queue without held
+items pays one truthiness test per take for them.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -36,6 +46,8 @@ MAX_RELATIVE_EXPTIME = 2_592_000  # 30 days: memcache's line between relative an
 MAX_FLAGS = (1 << 32) - 1
 _XID_LIMIT = 1 << 32
 SEAL_ITEMS = 4096  # recent items kept as tuples before they are sealed into blocks
+MAX_DELAY_MS = 366 * 86_400_000  # a year and a day: "/delay=" beyond is a client's mistake
+MAX_UNIQUE_ID = 200  # bytes of a unique id
 
 Owner = Hashable
 """Who holds an open item: a plain id (a connection number), never an object
@@ -48,6 +60,17 @@ class Item(NamedTuple):
     flags: int
     expiry: float
     added: float
+
+
+class Held(NamedTuple):
+    """An item put with options: when it falls due (unix time) and its
+    unique id (None: none)."""
+    data: bytes
+    flags: int
+    expiry: float
+    added: float
+    due: float
+    unique: bytes | None
 
 
 # An Item from a ready (data, flags, expiry, added) tuple, without the
@@ -79,6 +102,7 @@ class QueueStatistics(NamedTuple):
     bytes: int
     open_transactions: int
     waiters: int
+    delayed_items: int = 0  # held items not due yet (not in ``items``)
     oldest_age_ms: int = 0  # how long the item at the head has waited (0: none waiting)
 
 
@@ -118,7 +142,17 @@ class ChangeLog(Protocol):
         """Open transaction ``xid``'s item went back to the head."""
 
     def flush(self) -> None:
-        """Every waiting item was dropped (open items stay)."""
+        """Every waiting item was dropped, held ones too (open items stay)."""
+
+    def add_held(self, seq: int, item: Held) -> None:
+        """A held item numbered ``seq`` was put."""
+
+    def remove_held(self, seq: int) -> None:
+        """Held item ``seq`` was dropped (taken or expired)."""
+
+    def open_held(self, xid: int, seq: int) -> None:
+        """Held item ``seq`` became open transaction ``xid`` (close and
+        abort name the ``xid``; an abort makes it held item ``seq`` again)."""
 
 
 class Unlogged:
@@ -133,9 +167,15 @@ class Unlogged:
     def open(self, xid: int) -> None:
         pass
 
-    close = abort = open
+    close = abort = remove_held = open
 
     def flush(self) -> None:
+        pass
+
+    def add_held(self, seq: int, item: Held) -> None:
+        pass
+
+    def open_held(self, xid: int, seq: int) -> None:
         pass
 
 
@@ -211,10 +251,22 @@ class Queue:
         self._age = 0.0
         self._open: dict[Owner, tuple[int, Item]] = {}
         self._next_xid = 1
+        # Held items (see the module docstring): by number; numbers of the
+        # delayed ones as (due, seq) and of the ready ones as (added, seq).
+        self._held: dict[int, Held] = {}
+        self._pending: list[tuple[float, int]] = []
+        self._ready: list[tuple[float, int]] = []
+        self._held_bytes = 0
+        self._uniques: dict[bytes, int] = {}  # unique id -> seq, waiting, delayed or open
+        self._open_held: dict[Owner, tuple[int, Held]] = {}  # owner -> (seq, item) of _open's
+        self._next_seq = 1
         self._has_caps = limits.max_items is not None or limits.max_bytes is not None
 
     def __len__(self) -> int:
-        """Items waiting (open items not included)."""
+        """Items waiting and due (open and delayed items not included)."""
+        if self._held:
+            self.promote_due()
+            return self._count + len(self._ready)
         return self._count
 
     # -- loading -----------------------------------------------------------
@@ -233,6 +285,12 @@ class Queue:
         self._bytes = size
         self._next_xid = next_xid % _XID_LIMIT or 1
 
+    def restore_held(self, held: dict[int, tuple], next_seq: int) -> None:
+        """Take on the held items recovered for this queue (by number)."""
+        for seq, fields in held.items():
+            self._keep_held(seq, Held(*fields))
+        self._next_seq = max(self._next_seq, next_seq % _XID_LIMIT or 1)
+
     def append_loaded(self, data: bytes, flags: int, expiry: float, added: float) -> None:
         """Append an item that is already durable (an import): not logged."""
         self._recent.append((data, flags, expiry, added))
@@ -243,17 +301,22 @@ class Queue:
 
     # -- adding ------------------------------------------------------------
 
-    def put(self, data: bytes, flags: int, exptime: int) -> bool:
+    def put(self, data: bytes, flags: int, exptime: int, delay_ms: int = 0,
+            unique: bytes | None = None) -> bool:
         """Enqueue ``data``. ``exptime`` as memcache has it (see
         :func:`expiry_time`); an already expired item is counted, not kept,
-        and still True.
+        and still True. ``delay_ms``: no take sees it before then; ``unique``:
+        refused while an item with that id is waiting, delayed or open.
 
-        False when the item is larger than ``max_item_size``, or the queue is
-        full and not ``discard_old`` (the caller answers ``NOT_STORED``).
-        ``ValueError`` if ``flags`` does not fit in 32 bits.
+        False when the item is larger than ``max_item_size``, the queue is
+        full and not ``discard_old``, or ``unique`` is taken (the caller
+        answers ``NOT_STORED``). ``ValueError`` if ``flags`` does not fit in
+        32 bits, or ``delay_ms`` is out of range.
         """
         if not 0 <= flags <= MAX_FLAGS:
             raise ValueError(f"flags must fit in 32 bits, not {flags}")
+        if delay_ms or unique is not None:
+            return self._put_held(data, flags, exptime, delay_ms, unique)
         limits = self.limits
         size = len(data)
         if limits.max_item_size is not None and size > limits.max_item_size:
@@ -279,12 +342,70 @@ class Queue:
             wake_one(self.waiters)
         return True
 
+    def _put_held(self, data: bytes, flags: int, exptime: int, delay_ms: int,
+                  unique: bytes | None) -> bool:
+        if not 0 <= delay_ms <= MAX_DELAY_MS:
+            raise ValueError(f"delay must be 0 to {MAX_DELAY_MS} ms, not {delay_ms}")
+        if unique is not None and unique in self._uniques:
+            return False
+        limits = self.limits
+        size = len(data)
+        if limits.max_item_size is not None and size > limits.max_item_size:
+            return False
+        now = self._clock()
+        due = now + delay_ms / 1000
+        expiry = expiry_time(exptime, now, limits.max_age)
+        if expiry and expiry <= due:
+            self._total += 1  # expires before anyone may see it: counted, not kept
+            self._expired += 1
+            return True
+        if self._has_caps and not self._make_room(size):
+            return False
+        seq = self._next_seq
+        self._next_seq = (seq + 1) % _XID_LIMIT or 1
+        item = Held(data, flags, expiry, now, due, unique)
+        self._keep_held(seq, item)
+        self._total += 1
+        self.log.add_held(seq, item)
+        if not delay_ms and self.waiters:
+            wake_one(self.waiters)
+        return True
+
+    def _keep_held(self, seq: int, item: Held) -> None:
+        self._held[seq] = item
+        self._held_bytes += len(item.data)
+        heapq.heappush(self._pending, (item.due, seq))
+        if item.unique is not None:
+            self._uniques[item.unique] = seq
+
+    def promote_due(self) -> int:
+        """Move the delayed items now due among the ready ones, waking a
+        parked reader for each; how many."""
+        pending = self._pending
+        if not pending:
+            return 0
+        now = self._clock()
+        moved = 0
+        while pending and pending[0][0] <= now:
+            _, seq = heapq.heappop(pending)
+            heapq.heappush(self._ready, (self._held[seq].added, seq))
+            moved += 1
+            if self.waiters:
+                wake_one(self.waiters)
+        return moved
+
+    def next_due(self) -> float | None:
+        """When the next delayed item falls due (unix time), None if none is delayed."""
+        return self._pending[0][0] if self._pending else None
+
     def _make_room(self, size: int) -> bool:
         limits = self.limits
         if limits.max_items == 0 or (limits.max_bytes is not None and size > limits.max_bytes):
             return False  # could never fit: refuse before discarding anything
-        while ((limits.max_items is not None and self._count >= limits.max_items)
-               or (limits.max_bytes is not None and self._bytes + size > limits.max_bytes)):
+        held, held_bytes = len(self._held), self._held_bytes  # (held items are never discarded)
+        while ((limits.max_items is not None and self._count + held >= limits.max_items)
+               or (limits.max_bytes is not None
+                   and self._bytes + held_bytes + size > limits.max_bytes)):
             if not limits.discard_old or not self._count:
                 return False
             self._pop_entry()
@@ -301,6 +422,8 @@ class Queue:
     def take_nowait(self) -> Item | None:
         """Remove and return the head item (dropping, and counting, expired
         ones first); ``None`` if there is none."""
+        if self._held:
+            return self._take_any()
         if not self._count:
             return None
         source = self._head or (self._thaw() if self._blocks else self._recent)
@@ -319,9 +442,72 @@ class Queue:
         self.log.remove()
         return _new(Item, entry)
 
+    def _take_any(self) -> Item | None:
+        """take_nowait with held items about."""
+        entry, seq = self._pop_live_any()
+        if entry is None:
+            return None
+        if seq is None:
+            self.log.remove()
+        else:
+            self.log.remove_held(seq)
+            self._forget_unique(entry)
+        return _new(Item, entry[:4])
+
+    def _forget_unique(self, item: Held) -> None:
+        if item.unique is not None:
+            self._uniques.pop(item.unique, None)
+
+    def _held_first(self) -> bool:
+        """Whether the earliest ready held item comes before the FIFO's head
+        (in arrival order); promotes due items first."""
+        if self._pending:
+            self.promote_due()
+        if not self._ready:
+            return False
+        if not self._count:
+            return True
+        source = self._head or (self._thaw() if self._blocks else self._recent)
+        return self._ready[0][0] < source[0][3]
+
+    def _pop_held(self) -> tuple[int, Held]:
+        _, seq = heapq.heappop(self._ready)
+        item = self._held.pop(seq)
+        self._held_bytes -= len(item.data)
+        return seq, item
+
+    def _pop_live_any(self) -> tuple[Entry | Held | None, int | None]:
+        """Remove the first unexpired item in arrival order, FIFO or held:
+        ``(entry, seq)``, ``seq`` None for a FIFO item; ``(None, None)`` if
+        none. Expired ones met are dropped, counted and logged."""
+        now = self._clock()
+        while True:
+            if self._held_first():
+                seq, item = self._pop_held()
+                if item.expiry and item.expiry <= now:
+                    self._expired += 1
+                    self.log.remove_held(seq)
+                    self._forget_unique(item)
+                    continue
+                self._age = now - item.added
+                return item, seq
+            if not self._count:
+                return None, None
+            entry = self._pop_unexpired(now)
+            if entry is not None:
+                return entry, None
+
     def peek_nowait(self) -> Item | None:
         """The head item, left in place (expired heads are dropped first)."""
         now = self._clock()
+        while self._held and self._held_first():
+            item = self._held[self._ready[0][1]]
+            if not item.expiry or item.expiry > now:
+                return _new(Item, item[:4])
+            seq, item = self._pop_held()
+            self._expired += 1
+            self.log.remove_held(seq)
+            self._forget_unique(item)
         while self._count:
             source = self._head or (self._thaw() if self._blocks else self._recent)
             entry = source[0]
@@ -338,14 +524,22 @@ class Queue:
         One open item per owner (``ValueError`` for a second)."""
         if owner in self._open:
             raise ValueError("this owner already holds an open item on this queue")
-        entry = self._pop_live()
+        seq = None
+        if self._held:
+            entry, seq = self._pop_live_any()
+        else:
+            entry = self._pop_live()
         if entry is None:
             return None
-        item = _new(Item, entry)
+        item = _new(Item, entry[:4])
         xid = self._next_xid
         self._next_xid = (xid + 1) % _XID_LIMIT or 1
         self._open[owner] = (xid, item)
-        self.log.open(xid)
+        if seq is None:
+            self.log.open(xid)
+        else:
+            self._open_held[owner] = (seq, entry)
+            self.log.open_held(xid, seq)
         return item
 
     def has_open(self, owner: Owner) -> bool:
@@ -357,6 +551,10 @@ class Queue:
         entry = self._open.pop(owner, None)
         if entry is None:
             return False
+        if self._open_held:
+            held = self._open_held.pop(owner, None)
+            if held is not None:
+                self._forget_unique(held[1])
         self.log.close(entry[0])
         return True
 
@@ -366,17 +564,24 @@ class Queue:
         if entry is None:
             return False
         xid, item = entry
-        self._head.appendleft(item)
-        self._count += 1
-        self._bytes += len(item.data)
+        held = self._open_held.pop(owner, None) if self._open_held else None
+        if held is None:
+            self._head.appendleft(item)
+            self._count += 1
+            self._bytes += len(item.data)
+        else:  # held again under its number: ready at once, in its arrival place
+            seq, item = held
+            self._held[seq] = item
+            self._held_bytes += len(item.data)
+            heapq.heappush(self._ready, (item.added, seq))
         self.log.abort(xid)
         if self.waiters:
             wake_one(self.waiters)
         return True
 
     def flush(self) -> None:
-        """Drop every waiting item (open items stay)."""
-        if not self._count:
+        """Drop every waiting item, delayed ones too (open items stay)."""
+        if not self._count and not self._held:
             return
         self._drop_waiting()
         self.log.flush()
@@ -386,6 +591,8 @@ class Queue:
         being deleted; its readers are woken to find nothing)."""
         self._drop_waiting()
         self._open.clear()
+        self._open_held.clear()
+        self._uniques.clear()
         wake_all(self.waiters)
 
     # -- looking -----------------------------------------------------------
@@ -393,24 +600,31 @@ class Queue:
     @property
     def idle(self) -> bool:
         """No item waiting and none open: the queue needs nothing of its past."""
-        return not self._count and not self._open
+        return not self._count and not self._open and not self._held
 
     def live_size(self) -> tuple[int, int]:
-        """``(items, data bytes)`` the queue holds, open items included."""
-        return (self._count + len(self._open),
-                self._bytes + sum(len(item.data) for _, item in self._open.values()))
+        """``(items, data bytes)`` the queue holds, open and held items included."""
+        return (self._count + len(self._open) + len(self._held),
+                self._bytes + self._held_bytes
+                + sum(len(item.data) for _, item in self._open.values()))
 
-    def snapshot(self) -> tuple[list[tuple[int, Item]], list]:
+    def snapshot(self) -> tuple[list[tuple[int, Item]], list, list[tuple[int, Held, int]]]:
         """The queue's contents in a form later changes cannot touch (blocks
-        are never changed, only dropped): the open items as ``(xid, item)``
-        in the order they were handed out, and the waiting entries (item
-        tuples and :class:`ItemRun` blocks) in queue order."""
-        opened = sorted(self._open.values(), key=lambda entry: entry[0])
-        return opened, [*self._head, *self._blocks, *self._recent]
+        are never changed, only dropped): the open FIFO items as ``(xid,
+        item)`` in the order they were handed out, the waiting entries (item
+        tuples and :class:`ItemRun` blocks) in queue order, and the held
+        items as ``(seq, item, xid)`` (``xid`` 0 unless open)."""
+        open_held = self._open_held
+        opened = sorted((entry for owner, entry in self._open.items() if owner not in open_held),
+                        key=lambda entry: entry[0])
+        held = [(seq, item, 0) for seq, item in self._held.items()]
+        held += [(seq, item, self._open[owner][0]) for owner, (seq, item) in open_held.items()]
+        return opened, [*self._head, *self._blocks, *self._recent], held
 
     def statistics(self, logsize: int = 0) -> QueueStatistics:
         """The queue's counters now; ``logsize`` is what its store keeps on disk."""
-        oldest = 0
+        ready = len(self)  # (promotes the held items that fell due)
+        added = None  # when the oldest waiting item arrived
         if self._count:
             if self._head:
                 added = self._head[0][3]
@@ -418,11 +632,14 @@ class Queue:
                 added = self._blocks[0].time_steps()[1][0]
             else:
                 added = self._recent[0][3]
-            oldest = max(0, int((self._clock() - added) * 1000))
+        if self._ready and (added is None or self._ready[0][0] < added):
+            added = self._ready[0][0]
+        oldest = 0 if added is None else max(0, int((self._clock() - added) * 1000))
         return QueueStatistics(
-            items=self._count, total_items=self._total, logsize=logsize,
-            expired_items=self._expired, age_ms=int(self._age * 1000), bytes=self._bytes,
-            open_transactions=len(self._open), waiters=len(self.waiters), oldest_age_ms=oldest)
+            items=ready, total_items=self._total, logsize=logsize,
+            expired_items=self._expired, age_ms=int(self._age * 1000),
+            bytes=self._bytes + self._held_bytes, open_transactions=len(self._open),
+            waiters=len(self.waiters), delayed_items=len(self._pending), oldest_age_ms=oldest)
 
     # -- internals ---------------------------------------------------------
 
@@ -444,14 +661,21 @@ class Queue:
         """Remove the first unexpired item, logging the expired ones dropped."""
         now = self._clock()
         while self._count:
-            entry = self._pop_entry()
-            if entry[2] and entry[2] <= now:
-                self._expired += 1
-                self.log.remove()
-                continue
-            self._age = now - entry[3]
-            return entry
+            entry = self._pop_unexpired(now)
+            if entry is not None:
+                return entry
         return None
+
+    def _pop_unexpired(self, now: float) -> Entry | None:
+        """Remove the FIFO's head item; None if it had expired (then counted
+        and logged)."""
+        entry = self._pop_entry()
+        if entry[2] and entry[2] <= now:
+            self._expired += 1
+            self.log.remove()
+            return None
+        self._age = now - entry[3]
+        return entry
 
     def _drop_waiting(self) -> None:
         self._head.clear()
@@ -459,3 +683,9 @@ class Queue:
         self._recent.clear()
         self._count = 0
         self._bytes = 0
+        for item in self._held.values():
+            self._forget_unique(item)
+        self._held.clear()
+        self._pending.clear()
+        self._ready.clear()
+        self._held_bytes = 0

@@ -113,7 +113,11 @@ class Session:
 
     def _set(self, command: c.Set) -> bytes | Pending[bytes]:
         self.counters.cmd_set += 1
-        stored = self.store.put(command.queue, command.data, command.flags, command.exptime)
+        if command.delay_ms or command.unique is not None:
+            stored = self.store.put(command.queue, command.data, command.flags, command.exptime,
+                                    delay_ms=command.delay_ms, unique=command.unique)
+        else:
+            stored = self.store.put(command.queue, command.data, command.flags, command.exptime)
         if stored.__class__ is Pending:
             return Pending(partial(_then, stored, partial(_set_reply, command.noreply)))
         return _set_reply(command.noreply, stored)

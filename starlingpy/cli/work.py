@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 
 from starlingpy import DEFAULT_ADDRESS
+from starlingpy.process.daemon import READY_FD_OPTION, reporter
 
 __all__ = ["register", "run", "load_taskset", "server_addresses", "DEFAULT_SERVER"]
 
@@ -58,6 +59,9 @@ def register(subparsers) -> None:
     parser.add_argument("--metrics", help="serve Prometheus metrics of every worker process on "
                                           "HOST:PORT (from a pool parent, even for one instance)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    # A supervisor's readiness pipe: told once the task module is imported (or why not).
+    parser.add_argument(READY_FD_OPTION, dest="ready_fd", type=int, default=None,
+                        help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
@@ -107,6 +111,9 @@ def _run_pool(args: argparse.Namespace) -> int:
         return 2
 
 
+WORKER_DEAD_RETRY = 1.0  # seconds a worker's client skips a server that failed
+
+
 def _stop_before_start(signum, frame) -> None:
     raise SystemExit(0)  # nothing taken yet, nothing to finish
 
@@ -124,14 +131,21 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     if args.parent_pid is not None:
         die_with_parent(args.parent_pid)
+    ready = reporter(args.ready_fd) if args.ready_fd is not None else None
     try:
         taskset, module = load_taskset(args.module)
-    except (ImportError, LookupError) as exc:
-        print(f"starlingpy work: {exc}", file=sys.stderr)
+    except Exception as exc:  # a module that raises on import is as unusable as a missing one
+        message = f"cannot load task module {args.module}: {exc!r}"
+        print(f"starlingpy work: {message}", file=sys.stderr)
+        if ready is not None:
+            ready(message)
         return 2
     servers = server_addresses(args.server)
     if servers:
-        client = Client(servers)
+        # A restarted server is tried again after a second, not the client's
+        # default five: with the loop's back-off (at most 2 s) a worker is
+        # back within about 3 s of the server.
+        client = Client(servers, dead_retry=WORKER_DEAD_RETRY)
     elif taskset.client_factory is not None:
         client = taskset.client
     else:
@@ -144,6 +158,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     worker = Worker(taskset, queues, client=client, engines=engines, wait_timeout=args.wait_timeout,
                     adopt_orphans=True, on_finish=metrics.finished if metrics else None)
     worker.install_signal_handlers()
+    if ready is not None:
+        ready(None, f"worker of {args.module} on queues {','.join(worker.queues)}")
     try:
         worker.work(burst=args.burst, max_messages=args.max_messages)
     finally:

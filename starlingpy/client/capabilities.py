@@ -23,6 +23,7 @@ class Capabilities:
     priority: bool = False          # a|b alternatives
     peek: bool = False              # /peek
     flush: bool = False             # flush <queue>
+    held_items: bool = False        # set <queue>/delay=<ms>/unique=<id>
 
     @property
     def extended(self) -> bool:
@@ -33,5 +34,5 @@ def detect(version: str) -> Capabilities:
     """Capabilities from the text after ``VERSION`` in the server's reply."""
     if version.split(" ", 1)[0].lower() == "starlingpy":
         return Capabilities(version, blocking_get=True, reliable_read=True,
-                            priority=True, peek=True, flush=True)
+                            priority=True, peek=True, flush=True, held_items=True)
     return Capabilities(version)

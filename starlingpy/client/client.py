@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 
 from starlingpy import DEFAULT_ADDRESS
 
 from .connection import ConnectionFailed
-from .errors import ClientError, NotStored, ServerUnavailable, UnsupportedFeature
-from .keys import check_queue_name, queue_list
+from .errors import ClientError, NotStored, ServerError, ServerUnavailable, UnsupportedFeature
+from .keys import build_set_key, check_queue_name, check_set_options, queue_list
 from .message import Message
 from .queue_stats import queue_sizes
 from .reading import Reader, Taken
@@ -81,34 +82,59 @@ class Client:
 
     # -- writing ---------------------------------------------------------
 
-    def set(self, queue: str, value: object, expiry: int = 0) -> None:
-        """Enqueue ``value`` on ``queue``; returns once a server said STORED.
+    def set(self, queue: str, value: object, expiry: int = 0, *,
+            delay: float | timedelta | None = None, unique: str | None = None) -> bool:
+        """Enqueue ``value`` on ``queue``; returns True once a server said STORED.
 
-        Raises :class:`NotStored` when the queue is full, and
-        :class:`ServerUnavailable` when no server stored it within
-        ``1 + set_retries`` attempts. A set whose reply was lost (the server
-        died or timed out after reading it) is retried elsewhere, so in that
-        rare case the message can be stored twice: at least once, never zero.
+        ``delay`` (seconds or a timedelta): no reader sees the item until
+        then, kept across server restarts. ``unique`` (1-200 characters of
+        ``[A-Za-z0-9_.:-]``): while an item with that id is in the queue
+        (waiting, delayed or being processed), the set stores nothing and
+        returns False. The server answers both cases, and a full queue, with
+        the same ``NOT_STORED``, so with ``unique`` a full queue also returns
+        False. With several servers, a unique id always goes to the same
+        one (chosen by the id), so two sets of it meet there; only when that
+        server is down does the set go to the next one.
+
+        Raises :class:`NotStored` when the queue is full (without
+        ``unique``), :class:`UnsupportedFeature` when ``delay`` or
+        ``unique`` is asked of a server without them (Ruby Starling or
+        memcached would take ``q/delay=...`` for a queue name), and
+        :class:`ServerUnavailable` when no server stored it within ``1 +
+        set_retries`` attempts. A set whose reply was lost (the server died
+        or timed out after reading it) is retried elsewhere, so in that rare
+        case the message can be stored twice: at least once, never zero.
         """
-        key = check_queue_name(queue).encode("utf-8")
         if not isinstance(expiry, int) or isinstance(expiry, bool):
             raise TypeError(f"expiry must be an int (seconds), got {expiry!r}")
+        seconds = check_set_options(delay, unique)
+        held = bool(seconds) or unique is not None
+        key = build_set_key(queue, delay=seconds, unique=unique)
         data, flags = self.serializer.dumps(value)
         last_error: Exception | None = None
         for _ in range(1 + self.set_retries):
-            servers = self._pool.live()
+            servers = self._pool.live() if unique is None else self._pool.live_for(unique)
             if not servers:
                 break
             server = servers[0]
             try:
                 with server.connection() as conn:
+                    if held:
+                        _require_held_items(conn)
                     stored = conn.store(key, data, flags, expiry)
             except ConnectionFailed as exc:
                 last_error = exc
                 continue
+            except ServerError as exc:
+                if held and "bad queue name" in str(exc):  # a starlingpy from before the options
+                    raise UnsupportedFeature(f"server {server.address} does not support set "
+                                             f"options (delay, unique): {exc}") from None
+                raise
             if not stored:
+                if unique is not None:
+                    return False
                 raise NotStored(f"queue {queue!r} on {server.address} is full")
-            return
+            return True
         raise ServerUnavailable(f"set on {queue!r} failed on every server tried: {last_error}")
 
     # -- reading ---------------------------------------------------------
@@ -156,6 +182,23 @@ class Client:
             raise
         self._reader.confirm(taken)
 
+    @contextmanager
+    def hold(self, queue: str, timeout: float | None = None) -> Iterator[Callable[[], bool] | None]:
+        """Hold the next item of ``queue`` open as a lease: ``with
+        client.hold("lock", 5) as lease:`` (None if nothing came in time).
+        ``lease()`` tells whether it still holds (its connection is up).
+        The item goes back to the head of its queue when the block ends, or
+        when this process dies (the server sees the connection drop), so
+        whoever waits for it next gets it: a lock with fail-over."""
+        taken = self._reader.take([check_queue_name(queue)], timeout, reliable=True)
+        if taken is None:
+            yield None
+            return
+        try:
+            yield taken.connection.is_open
+        finally:
+            self._reader.abort(taken)
+
     def _message(self, taken: Taken) -> Message:
         return Message(queue=taken.queue, value=self.serializer.loads(taken.data, taken.flags),
                        flags=taken.flags, server=taken.server.address, raw=taken.data)
@@ -194,6 +237,17 @@ class Client:
         ServerUnavailable, after trying the others, if any server missed it."""
         key = check_queue_name(queue).encode("utf-8")
         self._on_all_servers(f"delete {queue}", lambda conn: conn.delete(key))
+
+    def supports_set_options(self) -> bool:
+        """Whether every live server takes ``set(..., delay=, unique=)``."""
+        supported = True
+        for server in self._pool.live():
+            try:
+                with server.connection() as conn:
+                    supported = supported and conn.capabilities.held_items
+            except ConnectionFailed:
+                continue
+        return supported
 
     def flush(self, queue: str) -> None:
         """Empty ``queue`` on every server, keeping it. Raises
@@ -242,3 +296,10 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client(servers={self.servers!r})"
+
+
+def _require_held_items(conn) -> None:
+    caps = conn.capabilities
+    if not caps.held_items:
+        raise UnsupportedFeature(f"server {conn.address} (version {caps.version!r}) does not "
+                                 "support delayed or unique items")

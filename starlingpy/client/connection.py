@@ -120,6 +120,10 @@ class Connection:
         # b"" is EOF; a byte would be a reply nobody asked for (out of step).
         return True
 
+    def is_open(self) -> bool:
+        """Whether the connection is still up (an idle one: a look, no request)."""
+        return self._mc.sock is not None and not self._peer_closed()
+
     def close(self) -> None:
         """Close the socket; the server aborts any item this connection holds open."""
         self._mc.close()

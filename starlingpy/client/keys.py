@@ -11,12 +11,18 @@ hands pymemcache bytes: its check then only re-confirms what we checked.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
+from datetime import timedelta
 
 from starlingpy.protocol.keys import MAX_KEY_LENGTH as MAX_KEY_BYTES
 from starlingpy.protocol.keys import queue_name_problem
+from starlingpy.queue import MAX_DELAY_MS, MAX_UNIQUE_ID
 
 from .errors import InvalidQueueName
+
+_UNIQUE_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_UNIQUE_ID}}}", re.ASCII)
 
 
 def check_queue_name(name: str) -> str:
@@ -39,6 +45,33 @@ def queue_list(queues: str | Sequence[str]) -> list[str]:
     if not names:
         raise InvalidQueueName("no queue given")
     return [check_queue_name(name) for name in names]
+
+
+def build_set_key(queue: str, *, delay: float = 0, unique: str | None = None) -> bytes:
+    """The wire key for a set with options: ``queue/delay=<ms>/unique=<id>``
+    (``delay`` in seconds, rounded up to whole ms so an item is never early)."""
+    key = check_queue_name(queue)
+    if delay:
+        key += f"/delay={math.ceil(delay * 1000)}"
+    if unique is not None:
+        key += f"/unique={unique}"
+    return key.encode("utf-8")
+
+
+def check_set_options(delay: float | timedelta | None, unique: str | None) -> float:
+    """``delay`` in seconds, checked; ``unique`` checked (1-200 characters of
+    ``[A-Za-z0-9_.:-]``). ValueError/TypeError for what the server would refuse."""
+    if isinstance(delay, timedelta):
+        delay = delay.total_seconds()
+    if delay is None:
+        delay = 0.0
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+        raise TypeError(f"delay must be seconds (a number or a timedelta), got {delay!r}")
+    if not 0 <= delay <= MAX_DELAY_MS / 1000:
+        raise ValueError(f"delay must be 0 to {MAX_DELAY_MS // 1000} seconds, got {delay!r}")
+    if unique is not None and (not isinstance(unique, str) or not _UNIQUE_ID.fullmatch(unique)):
+        raise ValueError(f"unique id must be 1-200 characters of [A-Za-z0-9_.:-], got {unique!r}")
+    return float(delay)
 
 
 def build_key(queues: Sequence[str], *, wait: float | None = None, open_: bool = False,

@@ -25,7 +25,8 @@ from .errors import ServerError
 MAX_STATS_REPLY = 64 * 1024 * 1024  # bounds memory if a server never says END
 
 # Longest first, so "total_items" is tried before "items".
-_FIELDS = ("open_transactions", "expired_items", "total_items", "logsize", "waiters", "items",
+_FIELDS = ("open_transactions", "delayed_items", "expired_items", "total_items", "logsize", "waiters",
+           "items",
            "bytes", "age")
 _EVERY_QUEUE_HAS = ("items", "logsize")
 

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -147,6 +148,14 @@ class ServerPool:
         """The servers not in back-off, in rotated order."""
         now = time.monotonic()
         return [server for server in self.rotated() if server.is_alive(now)]
+
+    def live_for(self, key: str) -> list[Server]:
+        """The servers not in back-off, starting at the one ``key`` belongs
+        to (the same for every client with the same server list)."""
+        start = zlib.crc32(key.encode("utf-8")) % len(self.servers)
+        now = time.monotonic()
+        ordered = self.servers[start:] + self.servers[:start]
+        return [server for server in ordered if server.is_alive(now)]
 
     def close(self) -> None:
         for server in self.servers:

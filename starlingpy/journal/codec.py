@@ -41,9 +41,22 @@ code  name     meaning
 4     ABORT    open transaction ``args``'s item goes back to the head
 5     FLUSH    every waiting item is dropped (open transactions stay)
 6     NOTE     no effect on items; data is an annotation (legacy import marks)
+7     HOLD     append a *held* item (one put with ``/delay=`` or ``/unique=``) as
+               number ``args``: ``expiries`` = its expiry, data =
+               ``flags:u32 due:f64 added:f64 unique_len:u8 unique[unique_len]``
+               followed by the item (``due``: unix time before which no take
+               sees it; ``unique_len`` 0: no unique id)
+8     UNHOLD   held item ``args`` is dropped (taken, or expired)
+9     OPENHELD held item number ``seq`` (data = ``seq:u32``) becomes open
+               transaction ``args``; CLOSE and ABORT then name ``args``, and an
+               ABORT makes it held item ``seq`` again
 ====  =======  ===================================================================
 
-Non-ADD records have ``expiries`` 0 and, except NOTE, ``lengths`` 0.
+Non-ADD records have ``expiries`` 0 (HOLD: the item's expiry) and, except
+NOTE, HOLD and OPENHELD, ``lengths`` 0. Held items are numbered per queue
+(numbers only grow, wrapping at 2**32 like transaction ids, and a rewrite
+keeps them), so a take may name one out of FIFO order: that is how a delayed
+item keeps its place in arrival order once due. FLUSH drops held items too.
 
 Reading (see :mod:`starlingpy.journal.replay`), frame by frame:
 
@@ -73,9 +86,12 @@ _FRAME_REST = struct.Struct("<IIdI")  # the header after its crc: what the crc c
 RECORD_FIXED = struct.Struct("<BIId")  # op, arg, length, expiry: one record's columns
 RECORD_FIXED_SIZE = RECORD_FIXED.size  # 17: bytes per record before data
 
-ADD, REMOVE, OPEN, CLOSE, ABORT, FLUSH, NOTE = range(7)
-MAX_OP = NOTE
-OP_NAMES = ("ADD", "REMOVE", "OPEN", "CLOSE", "ABORT", "FLUSH", "NOTE")
+ADD, REMOVE, OPEN, CLOSE, ABORT, FLUSH, NOTE, HOLD, UNHOLD, OPENHELD = range(10)
+MAX_OP = OPENHELD
+OP_NAMES = ("ADD", "REMOVE", "OPEN", "CLOSE", "ABORT", "FLUSH", "NOTE", "HOLD", "UNHOLD",
+            "OPENHELD")
+HELD_HEAD = struct.Struct("<IddB")  # a HOLD record's data before the item: flags, due, added, id length
+HELD_SEQ = struct.Struct("<I")  # an OPENHELD record's data
 
 # One frame stays well inside u32 fields and a sane single write.
 MAX_FRAME_RECORDS = 1 << 16
@@ -211,6 +227,22 @@ class RecordBuffer:
     def note(self, text: bytes) -> None:
         self.op(NOTE, 0, text)
 
+    def add_held(self, seq: int, item) -> None:
+        """Buffer a HOLD record for ``item`` (a :class:`~starlingpy.queue.Held`)."""
+        unique = item.unique or b""
+        if not self.records:
+            self.on_first()
+        if self.added is None:
+            self.added = item.added
+        head = HELD_HEAD.pack(item.flags, item.due, item.added, len(unique))
+        self.records.append((HOLD, seq, head + unique + item.data, item.expiry))
+
+    def remove_held(self, seq: int) -> None:
+        self.op(UNHOLD, seq)
+
+    def open_held(self, xid: int, seq: int) -> None:
+        self.op(OPENHELD, xid, HELD_SEQ.pack(seq))
+
     def encode(self) -> list[bytes]:
         """Every buffered record as frames (``[header, body, header, body...]``)."""
         records = self.records
@@ -274,3 +306,12 @@ class RecordBuffer:
 
 def _nothing() -> None:
     pass
+
+
+def decode_held(record: bytes | memoryview, expiry: float) -> tuple:
+    """A HOLD record's data (and expiry) as the fields of a
+    :class:`~starlingpy.queue.Held`: ``(data, flags, expiry, added, due, unique)``."""
+    flags, due, added, unique_len = HELD_HEAD.unpack_from(record)
+    at = HELD_HEAD.size + unique_len
+    unique = bytes(record[HELD_HEAD.size:at]) if unique_len else None
+    return bytes(record[at:]), flags, expiry, added, due, unique

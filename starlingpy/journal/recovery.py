@@ -100,6 +100,9 @@ def _load_journal(store: JournalStore, path: Path, name: bytes | None,
     journal = JournalFile.open_existing(path, header_size, state.end, store.file_mode)
     queue = store.adopt(name, journal)
     queue.restore(state.entries, state.items, state.bytes, state.next_xid)
+    queue.restore_held(state.held, state.next_seq)
+    if state.held:
+        store.watch_due(name)
     keeper = store.journal_of(name)
     keeper.frames = state.frames
     # Transactions open when the journal ended are back at the head: say so.

@@ -44,15 +44,21 @@ from .codec import (
     FLUSH,
     FRAME_HEADER,
     FRAME_HEADER_SIZE,
+    HELD_HEAD,
+    HELD_SEQ,
+    HOLD,
     MAX_OP,
     NOTE,
     ONE_REMOVE_FRAME,
     OP_NAMES,
     OPEN,
+    OPENHELD,
     RECORD_FIXED,
     RECORD_FIXED_SIZE,
     REMOVE,
+    UNHOLD,
     column,
+    decode_held,
     little_endian,
 )
 
@@ -80,7 +86,9 @@ class Recovered:
     are at the head of ``entries``, in the order they were handed out
     (transaction ids only grow, and a rewrite keeps them, so this order
     survives compaction). ABORT records for them, in reverse order, make the
-    journal agree.
+    journal agree. ``held`` are the held items (delayed or unique) by number,
+    as :class:`~starlingpy.queue.Held` fields, open ones among them again;
+    ``next_seq`` the number for the next.
     """
     entries: list = field(default_factory=list)
     reopened: list[int] = field(default_factory=list)
@@ -91,6 +99,8 @@ class Recovered:
     items: int = 0
     bytes: int = 0
     notes: list[bytes] = field(default_factory=list)
+    held: dict[int, tuple] = field(default_factory=dict)
+    next_seq: int = 1
 
 
 def replay(buf: bytes, start: int) -> Recovered:
@@ -125,6 +135,9 @@ class _Scan:
         self.lo = self.hi = 0
         self.front: deque[int] = deque()
         self.opened: dict[int, int] = {}
+        self.held: dict[int, tuple] = {}  # held items by number (Held fields)
+        self.opened_held: dict[int, tuple[int, tuple]] = {}  # xid -> (seq, Held fields)
+        self.max_seq = 0
         self.max_xid = 0
         self.notes: list[bytes] = []
         self.frames = 0
@@ -190,6 +203,9 @@ class _Scan:
                 if max(ops) > MAX_OP:
                     self.damage = Damage("corrupt", pos, f"unknown record type {max(ops)}")
                     break
+                if max(ops) >= HOLD and (problem := held_record_problem(self.mv, ops, body)):
+                    self.damage = Damage("corrupt", pos, problem)
+                    break
                 if adds:
                     self._row(body, count, hi, adds, added, 0, end)
                 self.lo, self.hi, self.max_xid = lo, hi, max_xid
@@ -229,6 +245,8 @@ class _Scan:
         or notes: rare, and short)."""
         args, lengths, data_at = record_columns(self.mv, body, count)
         front, opened = self.front, self.opened
+        held, opened_held = self.held, self.opened_held
+        expiries = column("d", self.mv[body + 9 * count:body + 17 * count]) if HOLD in ops else None
         for i, op in enumerate(ops):
             if op == ADD:
                 self.hi += 1
@@ -239,16 +257,32 @@ class _Scan:
                     if index is not None:
                         opened[args[i]] = index
             elif op == CLOSE:
-                opened.pop(args[i], None)
+                if opened.pop(args[i], None) is None:
+                    opened_held.pop(args[i], None)
             elif op == ABORT:
                 index = opened.pop(args[i], None)
                 if index is not None:
                     front.appendleft(index)
+                elif args[i] in opened_held:
+                    seq, fields = opened_held.pop(args[i])
+                    held[seq] = fields
             elif op == FLUSH:
                 front.clear()
+                held.clear()
                 self.lo = self.hi
             elif op == NOTE:
                 self.notes.append(bytes(self.mv[data_at:data_at + lengths[i]]))
+            elif op == HOLD:
+                held[args[i]] = decode_held(self.mv[data_at:data_at + lengths[i]], expiries[i])
+                self.max_seq = max(self.max_seq, args[i])
+            elif op == UNHOLD:
+                held.pop(args[i], None)
+            elif op == OPENHELD:
+                (seq,) = HELD_SEQ.unpack_from(self.mv, data_at)
+                self.max_xid = max(self.max_xid, args[i])
+                fields = held.pop(seq, None)
+                if fields is not None:
+                    opened_held[args[i]] = (seq, fields)
             data_at += lengths[i]
 
     def _pop_head(self) -> int | None:
@@ -263,14 +297,19 @@ class _Scan:
 
     def result(self) -> Recovered:
         reopened = sorted(self.opened.items())  # in the order they were handed out
+        held = self.held
+        for seq, fields in self.opened_held.values():  # open held items are held again
+            held[seq] = fields
         explicit = [index for _, index in reopened] + list(self.front)
         entries: list = [self._item(index) for index in explicit]
         entries += self._runs(self.lo, self.hi)
         items = len(explicit) + (self.hi - self.lo)
         size = sum(len(e[0]) if type(e) is tuple else len(e.data) for e in entries)
-        return Recovered(entries=entries, reopened=[xid for xid, _ in reopened],
+        return Recovered(entries=entries,
+                         reopened=sorted([xid for xid, _ in reopened] + list(self.opened_held)),
                          next_xid=self.max_xid + 1, end=self.end, damage=self.damage,
-                         frames=self.frames, items=items, bytes=size, notes=self.notes)
+                         frames=self.frames, items=items, bytes=size, notes=self.notes,
+                         held=held, next_seq=self.max_seq + 1)
 
     def _frame_adds(self, k: int) -> tuple[array, array, array, list[int] | None, int]:
         """Frame ``k``'s ADD records: ``(lengths, flags, expiries, starts,
@@ -469,6 +508,20 @@ def _damage_at(mv: memoryview, pos: int, reason: str) -> Damage:
     return Damage("torn" if tail < FRAME_HEADER_SIZE or zeros else "corrupt", pos, reason)
 
 
+def held_record_problem(mv: memoryview, ops: bytes, body: int) -> str | None:
+    """What is wrong with a frame's HOLD and OPENHELD records (their data
+    has a shape of its own), or None."""
+    _, lengths, at = record_columns(mv, body, len(ops))
+    for op, length in zip(ops, lengths):
+        if op == HOLD and (length < HELD_HEAD.size
+                           or length < HELD_HEAD.size + mv[at + HELD_HEAD.size - 1]):
+            return "HOLD record too short"
+        if op == OPENHELD and length != HELD_SEQ.size:
+            return "OPENHELD record of the wrong length"
+        at += length
+    return None
+
+
 def record_columns(mv: memoryview, body: int, count: int) -> tuple[array, array, int]:
     """A frame's ``args`` and ``lengths`` columns, and where its data starts."""
     args = column("I", mv[body + count:body + 5 * count])
@@ -497,7 +550,11 @@ def dump(buf: bytes, start: int) -> str:
             name = OP_NAMES[op] if op < len(OP_NAMES) else f"OP{op}"
             if op in (ADD, NOTE):
                 records.append(f"{name}({bytes(mv[at:at + lengths[i]])!r})")
-            elif op in (OPEN, CLOSE, ABORT):
+            elif op == HOLD:
+                records.append(f"{name}#{args[i]}({decode_held(mv[at:at + lengths[i]], 0.0)[0]!r})")
+            elif op == OPENHELD:
+                records.append(f"{name}#{args[i]}=#{HELD_SEQ.unpack_from(mv, at)[0]}")
+            elif op in (OPEN, CLOSE, ABORT, UNHOLD):
                 records.append(f"{name}#{args[i]}")
             else:
                 records.append(name)

@@ -21,16 +21,22 @@ SNAPSHOT_FRAME_ITEMS = 4096
 ADDED_SPREAD = 1.0  # seconds of enqueue times one snapshot frame may merge
 
 
-def encode_state(opened: list, entries: list) -> list[bytes]:
+def encode_state(opened: list, entries: list, held: list = ()) -> list[bytes]:
     """Frames that rebuild a queue's snapshot (see
-    :meth:`starlingpy.queue.Queue.snapshot`)."""
+    :meth:`starlingpy.queue.Queue.snapshot`): held items keep their numbers,
+    open ones their transaction ids."""
     chunks: list[bytes] = []
-    if opened:
+    if opened or held:
         batch = RecordBuffer()
         for _, item in opened:
             batch.add(item.data, item.flags, item.expiry, item.added)
         for xid, _ in opened:
             batch.open(xid)
+        for seq, item, _ in held:
+            batch.add_held(seq, item)
+        for seq, _, xid in held:
+            if xid:
+                batch.open_held(xid, seq)
         chunks += batch.encode()
     loose: list[Entry] = []
     for entry in entries:

@@ -50,7 +50,13 @@ from ..names import queue_filename
 from ..queue import NO_LIMITS, Queue, QueueLimits
 from ..store.interface import Pending, StoreError
 from ..store.local import LocalStore
-from .codec import FRAME_HEADER_SIZE, RECORD_FIXED_SIZE, RecordBuffer, encode_file_header
+from .codec import (
+    FRAME_HEADER_SIZE,
+    HELD_HEAD,
+    RECORD_FIXED_SIZE,
+    RecordBuffer,
+    encode_file_header,
+)
 from .file import BACKGROUND_TEMP_SUFFIX, FILE_MODE, Failpoint, JournalFile, TempJournal
 from .recovery import StartupError, load_directory, lock_directory
 from .snapshot import encode_state
@@ -263,7 +269,8 @@ class JournalStore(LocalStore):
                 self._open_files[name] = keeper
         return queue
 
-    def put(self, name: bytes, data: bytes, flags: int, exptime: int) -> bool:
+    def put(self, name: bytes, data: bytes, flags: int, exptime: int, *, delay_ms: int = 0,
+            unique: bytes | None = None) -> bool:
         """As the Store's; first sets aside the disk space the record needs,
         so a set that cannot be written is refused before anything changes."""
         keeper = self._journals.get(name)
@@ -271,11 +278,13 @@ class JournalStore(LocalStore):
             self.get_or_create(name)
             keeper = self._journals[name]
         need = keeper.unwritten + len(data) + ADD_RECORD_BYTES
+        if delay_ms or unique is not None:
+            need += HELD_HEAD.size + len(unique or b"")
         journal = keeper.file
         if journal.reserved_end - journal.size < need + REMOVE_SLACK:
             self._reserve(keeper, need + REMOVE_SLACK)
         keeper.unwritten = need
-        return keeper.queue.put(data, flags, exptime)
+        return self._put_into(keeper.queue, data, flags, exptime, delay_ms, unique)
 
     def _reserve(self, keeper: QueueJournal, nbytes: int) -> None:
         journal = keeper.file
@@ -395,7 +404,12 @@ class JournalStore(LocalStore):
         periodic = self.sync.mode == "periodic"
         interval = self.sync.period_ms / 1000 if periodic else COMPACT_CHECK_SECONDS
         next_compaction = trio.current_time() + COMPACT_CHECK_SECONDS
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.wake_when_due)
+            task_status.started()
+            await self._maintain(periodic, interval, next_compaction)
+
+    async def _maintain(self, periodic: bool, interval: float, next_compaction: float) -> None:
         while True:
             await trio.sleep(interval)
             if periodic and not self._group.clean:

@@ -14,14 +14,16 @@ be waiting for a child of its own).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 
 
 def prctl(option: int, value: int) -> bool:
@@ -36,6 +38,71 @@ def prctl(option: int, value: int) -> bool:
 def become_subreaper() -> bool:
     """Ask Linux to give us our descendants' orphans; False where unsupported."""
     return prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def is_subreaper() -> bool:
+    """Whether this process is a child subreaper already (False where unknown)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        flag = ctypes.c_int(0)
+        return libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0 and bool(flag.value)
+    except (OSError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def adopting_orphans() -> Iterator[bool]:
+    """Be a child subreaper for the block (yields whether we are), and
+    stop being one after it unless we were before."""
+    already = is_subreaper()
+    adopting = already or become_subreaper()
+    try:
+        yield adopting
+    finally:
+        if adopting and not already:
+            prctl(PR_SET_CHILD_SUBREAPER, 0)
+
+
+def reap_group(leader: int, timeout: float = 5.0, proc: Path = Path("/proc")) -> int:
+    """SIGKILL the process group of ``leader`` (our exited, not yet reaped
+    child: while it is a zombie its pid, the group id, cannot be reused)
+    until only the leader is left, reaping the members that became our
+    children (orphans a subreaper adopts); returns how many. Gives up after
+    ``timeout`` s (members another live parent must reap)."""
+    reaped = 0
+    deadline = time.monotonic() + timeout
+    me, group = str(os.getpid()), str(leader)
+    while True:
+        try:
+            os.killpg(leader, signal.SIGKILL)
+        except ProcessLookupError:
+            return reaped
+        others = False
+        for pid, stat in _stats(proc):
+            # [state, ppid, pgrp, ...]: in the group, besides the leader.
+            if stat[2] != group or pid == leader:
+                continue
+            others = True
+            if stat[1] == me and stat[0] == "Z":
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        reaped += 1
+                except ChildProcessError:
+                    pass
+        if not others or time.monotonic() > deadline:
+            return reaped
+        time.sleep(0.005)
+
+
+def _stats(proc: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(pid, [state, ppid, pgrp, ...])`` of every process."""
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            yield int(entry.name), stat.rsplit(")", 1)[-1].split()
 
 
 def children(parent: int, proc: Path = Path("/proc")) -> dict[int, str]:

@@ -34,6 +34,8 @@ class Set:
     exptime: int  # as sent: 0 never, <= 30 days relative, larger absolute, < 0 expired
     data: bytes
     noreply: bool = False
+    delay_ms: int = 0  # ``<queue>/delay=<ms>``
+    unique: bytes | None = None  # ``<queue>/unique=<id>``
 
 
 @dataclass(frozen=True, slots=True)

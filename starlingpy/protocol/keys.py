@@ -12,6 +12,7 @@ reserved separators). Any other byte is allowed: ``é`` is a good name.
 
 from __future__ import annotations
 
+from ..queue import MAX_DELAY_MS, MAX_UNIQUE_ID
 from .commands import GetKey
 from .errors import ProtocolError
 
@@ -66,6 +67,39 @@ def check_queue_name(name: bytes, *, noreply: bool = False) -> bytes:
     if reply is not None:
         raise ProtocolError(None if noreply else reply)
     return name
+
+
+_UNIQUE_ID_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-"
+
+
+def parse_set_key(raw: bytes) -> tuple[bytes, int, bytes | None]:
+    """``(queue, delay_ms, unique)`` of a ``set`` key ``QUEUE[/delay=<ms>][/unique=<id>]``
+    (options in any order, each at most once); ProtocolError when malformed:
+    ``bad command line format`` for a bad value or a repeated option, ``bad
+    queue name`` for anything else after a ``/``."""
+    queue, slash, option_part = raw.partition(b"/")
+    if not slash or not is_plain_queue_name(queue) or len(raw) > MAX_KEY_LENGTH:
+        raise ProtocolError(BAD_QUEUE_NAME)
+    delay_ms: int | None = None
+    unique: bytes | None = None
+    for option in option_part.split(b"/"):
+        if option.startswith(b"delay="):
+            digits = option[6:]
+            if delay_ms is not None or not (digits.isdigit() and digits.isascii() and len(digits) <= 12):
+                raise ProtocolError(BAD_FORMAT)
+            delay_ms = int(digits)
+            if delay_ms > MAX_DELAY_MS:
+                raise ProtocolError(BAD_FORMAT)
+        elif option.startswith(b"unique="):
+            if unique is not None:
+                raise ProtocolError(BAD_FORMAT)
+            unique = option[7:]
+            if (not 0 < len(unique) <= MAX_UNIQUE_ID
+                    or unique.translate(None, _UNIQUE_ID_BYTES)):
+                raise ProtocolError(BAD_FORMAT)
+        else:  # no option of set's: a "/" where a name may not have one
+            raise ProtocolError(BAD_QUEUE_NAME)
+    return queue, delay_ms or 0, unique
 
 
 def parse_get_key(raw: bytes) -> GetKey:

@@ -56,6 +56,7 @@ from .keys import (
     check_queue_name,
     is_plain_queue_name,
     parse_get_key,
+    parse_set_key,
     queue_name_error,
 )
 
@@ -162,7 +163,7 @@ class Parser:
         # is as far as a search for "\n" ever needs to look.
         self._window = max_line + 2
         self._max_item_size = max_item_size
-        self._block: tuple[bytes, int, int, int, bool] | None = None
+        self._block: tuple[bytes, int, int, int, bool, tuple | None] | None = None
         self._discard_left = 0
         self._error: ProtocolError | None = None  # raised when a discard ends, or on every call once dead
         self._get_lines: dict[bytes, Get] = {}
@@ -284,7 +285,7 @@ class Parser:
         self._state = _CLOSED
         self._drop_buffered()
         if state is _BLOCK:
-            queue, _, _, size, _ = self._block
+            queue, _, _, size, _, _ = self._block
             self._block = None
             raise ProtocolError(None, close=True, detail=(
                 f"connection closed in a set to queue {queue.decode(errors='replace')!r}: "
@@ -336,14 +337,15 @@ class Parser:
         self._drop_buffered()
         raise self._error
 
-    def _take_block(self, queue: bytes, flags: int, exptime: int, size: int, noreply: bool) -> Set | None:
+    def _take_block(self, queue: bytes, flags: int, exptime: int, size: int, noreply: bool,
+                    options: tuple | None = None) -> Set | None:
         """Build the Set once its data block and ``\\r\\n`` are all here."""
         buf = self._buf
         pos = self._pos
         if len(buf) - pos < size + 2:
             if self._state is not _BLOCK:
                 self._state = _BLOCK
-                self._block = (queue, flags, exptime, size, noreply)
+                self._block = (queue, flags, exptime, size, noreply, options)
             return self._read_eof() if self._eof else None
         self._state = _LINES
         self._block = None
@@ -362,6 +364,8 @@ class Parser:
             # released before the buffer can be resized again.
             with memoryview(buf) as view:
                 data = bytes(view[pos:end])
+        if options is not None:
+            return Set(queue, flags, exptime, data, noreply, *options)
         return Set(queue, flags, exptime, data, noreply)
 
     # -- command handlers: (parser, tokens) -> Command | None ---------------
@@ -390,11 +394,18 @@ class Parser:
             size = _unsigned(size_token, _MAX_I64)
         if flags is None or exptime is None or size is None:
             raise _bad_format(tokens)
+        options = None
         known = self._set_names.get(queue)
         if known is not None:
             queue = known
         elif is_plain_queue_name(queue):
             _remember(self._set_names, queue, queue)
+        elif b"/" in queue:  # set options (delay, unique): see parse_set_key
+            try:
+                queue, *options = parse_set_key(queue)
+            except ProtocolError as error:
+                self._discard_then_raise(size + 2, ProtocolError(None if noreply else error.reply))
+                return None
         else:
             # The block's length is known: swallow it, so its bytes are never
             # read as commands (a block saying "delete q" must not run).
@@ -411,6 +422,8 @@ class Parser:
         buf = self._buf
         pos = self._pos
         end = pos + size
+        if options is not None:
+            return self._take_block(queue, flags, exptime, size, noreply, tuple(options))
         if len(buf) >= end + 2 and buf[end] == 13 and buf[end + 1] == 10 and size <= _SMALL_BLOCK:
             self._pos = end + 2  # block already here, and well ended: the fast path
             return Set(queue, flags, exptime, bytes(buf[pos:end]), noreply)

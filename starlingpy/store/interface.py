@@ -54,9 +54,19 @@ class Store(Protocol):
     def exists(self, name: bytes) -> bool:
         """Whether a queue of that name exists (answered from memory)."""
 
-    def put(self, name: bytes, data: bytes, flags: int, exptime: int) -> Answer[bool]:
+    def put(self, name: bytes, data: bytes, flags: int, exptime: int, *, delay_ms: int = 0,
+            unique: bytes | None = None) -> Answer[bool]:
         """Append an item, creating the queue if new. False when the queue
-        is full or the item too large for it (``NOT_STORED``)."""
+        is full or the item too large for it (``NOT_STORED``).
+
+        ``delay_ms`` (0 to ``queue.MAX_DELAY_MS``): no take sees the item
+        until then, durably (a restart keeps its due time); once due it
+        keeps its place in arrival order, and a reader parked in
+        :meth:`wait_for_item` is woken (by :meth:`run_background`).
+        ``unique`` (1-200 bytes of ``[A-Za-z0-9_.:-]``, checked by the
+        protocol): False, nothing changed, while an item with that id is in
+        the queue, waiting, delayed or open; free again once the item is
+        taken (for an open one, confirmed). Both survive restarts."""
 
     def delete(self, name: bytes) -> Answer[bool]:
         """Drop the queue, its items and its files; False if none."""
@@ -91,7 +101,8 @@ class Store(Protocol):
         all). Answered from memory: the owner's connection is on this server."""
 
     def release(self, owner: Owner) -> Answer[None]:
-        """The owner is gone: every open item it holds goes back to the head."""
+        """The owner is gone: every open item it holds goes back to the head
+        (a held one keeps its number and unique id, and is due at once)."""
 
     async def wait_for_item(self, names: Sequence[bytes], deadline: float) -> None:
         """Park until any of ``names`` may have an item, or until ``deadline``

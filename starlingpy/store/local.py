@@ -21,6 +21,7 @@ from ..queue import NO_LIMITS, Item, Owner, Queue, QueueLimits, QueueStatistics,
 from .interface import StoreError
 
 TOO_MANY_QUEUES = b"SERVER_ERROR too many queues"
+DUE_CHECK_SECONDS = 1.0
 
 
 class LocalStore:
@@ -39,6 +40,8 @@ class LocalStore:
         # Names a woken reader was parked on: once it has tried to take, a
         # wake it did not use is passed on (see _pass_on_wakes).
         self._woken_on: list[bytes] = []
+        self._delayed: set[bytes] = set()  # queues that may hold delayed items
+        self._delay_added = trio.Event()  # a delayed item was put: the due timer looks again
         self._closed = False
 
     # -- what subclasses provide --------------------------------------------
@@ -90,11 +93,26 @@ class LocalStore:
         """Every queue's name, sorted."""
         return sorted(self._queues)
 
-    def put(self, name: bytes, data: bytes, flags: int, exptime: int) -> bool:
+    def put(self, name: bytes, data: bytes, flags: int, exptime: int, *, delay_ms: int = 0,
+            unique: bytes | None = None) -> bool:
         queue = self._queues.get(name)
         if queue is None:
             queue = self.get_or_create(name)
-        return queue.put(data, flags, exptime)
+        return self._put_into(queue, data, flags, exptime, delay_ms, unique)
+
+    def _put_into(self, queue: Queue, data: bytes, flags: int, exptime: int, delay_ms: int,
+                  unique: bytes | None) -> bool:
+        if not delay_ms and unique is None:
+            return queue.put(data, flags, exptime)
+        stored = queue.put(data, flags, exptime, delay_ms, unique)
+        if stored and delay_ms:
+            self.watch_due(queue.name)
+        return stored
+
+    def watch_due(self, name: bytes) -> None:
+        """Queue ``name`` holds delayed items: wake its readers when they fall due."""
+        self._delayed.add(name)
+        self._delay_added.set()
 
     def delete(self, name: bytes) -> bool:
         queue = self._queues.pop(name, None)
@@ -244,7 +262,29 @@ class LocalStore:
 
     async def run_background(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        await trio.sleep_forever()
+        await self.wake_when_due()
+
+    async def wake_when_due(self) -> None:
+        """Until cancelled: when a delayed item falls due, wake a reader
+        parked on its queue. Sleeps until the earliest due time, but never
+        more than ``DUE_CHECK_SECONDS`` (a clock that is not the wall clock,
+        as tests inject, is looked at again that often)."""
+        while True:
+            earliest = None
+            for name in list(self._delayed):
+                queue = self._queues.get(name)
+                due = queue.next_due() if queue is not None else None
+                if due is not None:
+                    queue.promote_due()
+                    due = queue.next_due()
+                if due is None:
+                    self._delayed.discard(name)
+                elif earliest is None or due < earliest:
+                    earliest = due
+            self._delay_added = trio.Event()
+            wait = DUE_CHECK_SECONDS if earliest is None else earliest - self.clock()
+            with trio.move_on_after(max(0.0, min(wait, DUE_CHECK_SECONDS))):
+                await self._delay_added.wait()
 
     def close(self) -> None:
         self._closed = True

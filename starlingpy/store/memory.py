@@ -20,12 +20,12 @@ class MemoryStore(LocalStore):
 
 
 def _answer_later(method: str) -> Callable:
-    def call(self, *args):
+    def call(self, *args, **options):
         operation = getattr(self.inner, method)
 
         async def later():
             await trio.lowlevel.checkpoint()
-            answer = operation(*args)
+            answer = operation(*args, **options)
             return await answer.wait() if answer.__class__ is Pending else answer
 
         return Pending(later)

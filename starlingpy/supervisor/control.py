@@ -2,7 +2,8 @@
 
 Each takes a loaded :class:`TierConfig` and returns a process exit code;
 output goes to the given text streams so tests and the CLI share the code.
-``status`` follows the LSB convention: 0 when the tier runs, 3 when not.
+``status`` follows the LSB convention: 0 when the tier runs, 3 when not,
+and 1 when it runs degraded: a process is down or given up on (crash loop).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlingpy.supervisor.tier import SERVER_STOP_GRACE, Tier, pid_path
 
 SUPERVISOR = "supervisor"
 NOT_RUNNING = 3
+DEGRADED = 1  # (LSB: "program is dead and the pid file exists")
 
 
 def _supervisor_pid_path(tier: TierConfig) -> Path:
@@ -184,8 +186,10 @@ def status_report(tier: TierConfig) -> dict:
         })
     address = state.server_address if state else tier.server_address
     queues = queue_sizes(address) if pid is not None else None
+    down = [p["name"] for p in processes
+            if p["state"] == "crash-loop" or (not p["alive"] and p["state"] != "finished")]
     return {
-        "running": pid is not None, "supervisor_pid": pid,
+        "running": pid is not None, "supervisor_pid": pid, "down": down,
         "uptime": now - state.started_at if state else None,
         "server_address": address, "processes": processes, "queues": queues,
     }
@@ -196,7 +200,7 @@ def status(tier: TierConfig, *, as_json: bool = False, out: TextIO = sys.stdout)
     report = status_report(tier)
     if as_json:
         print(json.dumps(report, indent=2), file=out)
-        return 0 if report["running"] else NOT_RUNNING
+        return _status_code(report)
     if not report["running"]:
         print(f"not running ({tier.path})", file=out)
         return NOT_RUNNING
@@ -216,7 +220,15 @@ def status(tier: TierConfig, *, as_json: bool = False, out: TextIO = sys.stdout)
         print(f"{'QUEUE':<24}{'ITEMS':>8}", file=out)
         for name, items in sorted(queues.items()):
             print(f"{name:<24}{items:>8}", file=out)
-    return 0
+    if report["down"]:
+        print(f"degraded: down or in a crash loop: {', '.join(report['down'])}", file=out)
+    return _status_code(report)
+
+
+def _status_code(report: dict) -> int:
+    if not report["running"]:
+        return NOT_RUNNING
+    return DEGRADED if report["down"] else 0
 
 
 def restart(tier: TierConfig, *, foreground: bool = False, out: TextIO = sys.stdout,

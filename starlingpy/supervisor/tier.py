@@ -154,9 +154,23 @@ class Tier:
                                  WORKER_INDEX_ENV: str(index), MULTIPROC_ENV: str(metrics)},
                                 python_path=pool.directory)
                 worker = self._managed(name, "worker", self._worker_argv(pool),
-                                       cwd=pool.directory, env=env)
+                                       cwd=pool.directory, env=env, reports_ready=True)
                 self.workers.append(worker)
                 await nursery.start(worker.run)
+                await self._wait_for_worker(worker, pool.module)
+
+    async def _wait_for_worker(self, worker: ManagedProcess, module: str) -> None:
+        """Until the worker reports it imported its task module; StartupError
+        if it could not, died, or the deadline passed (``up`` then fails)."""
+        with trio.move_on_after(self.config.settings.ready_timeout):
+            try:
+                await worker.wait_ready()
+            except RuntimeError as error:
+                raise StartupError(f"worker {worker.name} ({module}) failed to start: {error}; "
+                                   f"see {worker.log_path or 'the supervisor log'}") from None
+            return
+        raise StartupError(f"worker {worker.name} ({module}) did not report ready within "
+                           f"{self.config.settings.ready_timeout} s")
 
     def _processes(self) -> list[ManagedProcess]:
         return [self.server, *self.workers]

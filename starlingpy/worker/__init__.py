@@ -6,10 +6,12 @@ verification and fork safety, and running external programs under limits.
     from starlingpy.worker import TaskSet, Worker, run_program, Limits
 """
 
+from starlingpy.worker.limits import TaskTimeout
 from starlingpy.worker.programs import Limits, ProgramResult, run_program
-from starlingpy.worker.tasks import BadMessage, FailureRecord, Task, TaskMessage, TaskSet
+from starlingpy.worker.tasks import BadMessage, FailureRecord, Retry, Task, TaskMessage, TaskSet
 
-__all__ = ["TaskSet", "Task", "TaskMessage", "FailureRecord", "BadMessage", "Worker",
+__all__ = ["TaskSet", "Task", "TaskMessage", "FailureRecord", "BadMessage", "Retry", "TaskTimeout",
+           "Worker",
            "WorkerStatistics", "ColdStop", "WarmStop", "StopRequested", "run_program", "Limits",
            "ProgramResult"]
 

@@ -12,6 +12,7 @@ At most ``limit`` items are looked at per call (one open connection each).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
 
@@ -34,8 +35,9 @@ class FailedItem:
     raw: bytes
 
     @property
-    def id(self) -> str | None:
-        return self.record.id if self.record else None
+    def id(self) -> str:
+        """The record's id; for bytes that are no record, a digest of them."""
+        return self.record.id if self.record else "raw-" + hashlib.sha256(self.raw).hexdigest()[:28]
 
 
 def list_failed(client, queue: str = "failed", limit: int = 100) -> list[FailedItem]:

@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,14 +36,16 @@ from starlingpy.client import ClientError, ConfirmFailed, Message, UnsupportedFe
 from starlingpy.client.keys import check_queue_name
 from starlingpy.process.reaper import PeriodicReaper, become_subreaper, kill_adopted
 from starlingpy.worker.db import Databases
+from starlingpy.worker.limits import AttemptLedger, TaskTimeout, time_limit
 from starlingpy.worker.tasks import BadMessage, FailureRecord, TaskMessage, TaskSet
 
 __all__ = ["Worker", "WorkerStatistics", "StopRequested", "WarmStop", "ColdStop"]
 
 log = logging.getLogger("starlingpy.worker")
 
-# Back-off while the queue server (or a database) is unreachable.
-_RETRY_FIRST, _RETRY_MAX = 0.25, 5.0
+# Back-off while the queue server (or a database) is unreachable: short, so a
+# worker is back soon after a server restart (see cli/work.py's dead_retry).
+_RETRY_FIRST, _RETRY_MAX = 0.25, 2.0
 
 
 class StopRequested(BaseException):
@@ -85,7 +88,9 @@ class Worker:
     subreaper of what tasks start (Linux), reap those orphans between
     messages and kill the ones still running when :meth:`work` returns.
     ``on_finish(task name or None, outcome, seconds)``: told after each
-    message (worker metrics).
+    message (worker metrics). ``schedule``: when the task set has periodic
+    jobs, compete to be their one scheduler (a thread; see
+    :mod:`starlingpy.worker.schedule`) while :meth:`work` runs.
 
     While a task runs, ``client`` is the task set's client in this process
     (:meth:`TaskSet.using`): a task that pushes another task reaches the
@@ -97,12 +102,14 @@ class Worker:
                  reliable: bool | None = None, name: str | None = None,
                  between_messages: Callable[[], object] | None = None,
                  adopt_orphans: bool = False,
-                 on_finish: Callable[[str | None, str, float], object] | None = None) -> None:
+                 on_finish: Callable[[str | None, str, float], object] | None = None,
+                 schedule: bool = True) -> None:
         self.taskset = taskset
         self.queues = list(queues) if queues else taskset.queues
         if not self.queues:
             raise ValueError("a worker needs at least one queue")
-        for queue in [*self.queues, taskset.failure_queue]:
+        # (and the task set's own: its attempt ledger, its scheduler's lock)
+        for queue in [*self.queues, taskset.failure_queue, f"{taskset.name}_attempts"]:
             check_queue_name(queue)  # a bad name fails here, not in an endless retry loop
         self.client = client if client is not None else taskset.client
         self.databases = Databases(engines)
@@ -112,6 +119,8 @@ class Worker:
         self.between_messages = between_messages
         self.adopt_orphans = adopt_orphans
         self.on_finish = on_finish
+        self.schedule = schedule
+        self.attempts = AttemptLedger(self.client, f"{taskset.name}_attempts")
         self.stop_requested: str | None = None   # None, "warm" or "cold"
         self._busy = False
         self._counts = dict(handled=0, succeeded=0, retried=0, failed=0, rejected=0)
@@ -132,6 +141,7 @@ class Worker:
         # is waiting for a child of its own.
         reap = PeriodicReaper() if self.adopt_orphans and become_subreaper() else None
         log.info("worker %s starting on queues %s", self.name, ",".join(self.queues))
+        stop_scheduling = self._start_scheduler()
         try:
             while self.stop_requested is None:
                 if max_messages is not None and handled >= max_messages:
@@ -160,10 +170,30 @@ class Worker:
         finally:
             # Clean-up for every caller, not only the CLI, and whatever ended
             # the loop (rq's lesson); an open read was aborted by _take.
+            stop_scheduling()
             if reap is not None and (strays := kill_adopted()):
                 log.info("worker %s: killed %d orphaned process(es)", self.name, strays)
             log.info("worker %s stopping after %d message(s)", self.name, handled)
         return handled
+
+    def _start_scheduler(self) -> Callable[[], None]:
+        """The periodic-job scheduler thread, when there is work for one;
+        returns what stops it."""
+        if not (self.schedule and self.taskset.schedules):
+            return lambda: None
+        from starlingpy.worker.schedule import Scheduler
+
+        stop = threading.Event()
+        thread = threading.Thread(target=Scheduler(self.taskset, self.client, stop,
+                                                   name=self.name).run,
+                                  name="starlingpy-scheduler", daemon=True)
+        thread.start()
+
+        def stop_scheduler() -> None:
+            stop.set()
+            thread.join(10)
+
+        return stop_scheduler
 
     def _take_and_handle(self, timeout: float) -> bool:
         try:
@@ -231,17 +261,41 @@ class Worker:
             self.databases.verify()
         except Exception as exc:
             raise _DatabaseUnavailable(f"database verification failed: {exc}") from exc
+        if (task.timeout is not None and self.reliable is not False
+                and not self.attempts.first_start(task_msg)):
+            # Given back by the server: the worker running this attempt died
+            # in it (killed in C code past its timeout, most likely).
+            died = TaskTimeout(f"attempt {task_msg.attempt} started before and its worker died in "
+                               f"it (past its timeout of {task.timeout}s?)")
+            return self._attempt_failed(message, task_msg, task, started, died, None)
         try:
-            with self.databases.message_scope(verify_first=False), self.taskset.using(self.client):
+            with (self.databases.message_scope(verify_first=False), self.taskset.using(self.client),
+                  time_limit(task.timeout)):
                 task.func(*task_msg.args, **task_msg.kwargs)
-        except Exception as exc:
-            if task_msg.attempt < task.max_attempts:
-                self.taskset.send(message.queue, task_msg.next_attempt(), client=self.client)
-                return self._finish("retried", message, task_msg, started, repr(exc))
-            self._send_failure(FailureRecord(reason="failed", error=repr(exc), queue=message.queue,
-                                             message=task_msg, traceback=traceback.format_exc()))
-            return self._finish("failed", message, task_msg, started, repr(exc))
+        except (Exception, TaskTimeout) as exc:
+            return self._attempt_failed(message, task_msg, task, started, exc,
+                                        traceback.format_exc())
         return self._finish("succeeded", message, task_msg, started)
+
+    def _attempt_failed(self, message: Message, task_msg: TaskMessage, task, started: float,
+                        error: BaseException, trace: str | None) -> str:
+        """Retry after the task's interval, or, after the last attempt, the failure queue."""
+        if task_msg.attempt < task.max_attempts:
+            self._send_retry(message.queue, task_msg, task.retry.delay(task_msg.attempt))
+            return self._finish("retried", message, task_msg, started, repr(error))
+        self._send_failure(FailureRecord(reason="failed", error=repr(error), queue=message.queue,
+                                         message=task_msg, traceback=trace))
+        return self._finish("failed", message, task_msg, started, repr(error))
+
+    def _send_retry(self, queue: str, failed: TaskMessage, delay: float) -> None:
+        """Push the next attempt as an item delayed by ``delay`` seconds
+        (at once on a server without delayed items, with a warning)."""
+        retry = failed.next_attempt()
+        try:
+            self.taskset.send(queue, retry, client=self.client, delay=delay)
+        except UnsupportedFeature as exc:
+            log.warning("worker %s: %s; retrying %s at once", self.name, exc, retry.id)
+            self.taskset.send(queue, dataclasses.replace(retry, unique=None), client=self.client)
 
     def _send_failure(self, record: FailureRecord) -> None:
         self.taskset.send_failure(record, client=self.client)

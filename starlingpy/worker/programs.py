@@ -22,7 +22,11 @@ How each promise is kept
 - **Process group.** The program leads a new session (so a new group). On the
   wall limit, on output overflow, and *always* once the program has exited,
   the whole group gets SIGKILL: a program that forks cannot leave children
-  behind. (A descendant that calls ``setsid()`` itself leaves the group;
+  behind. The caller is made a child subreaper (Linux) for the run, so the
+  group's killed members come to it rather than to PID 1 (which in a
+  container may never reap them), and they are reaped before
+  ``run_program`` returns: no zombies, in a worker or anywhere else.
+  (A descendant that calls ``setsid()`` itself leaves the group;
   ``Limits(exclusive_uid=True)``, for a uid used by nothing else, kills every
   process of that uid after the run, which catches those too.) The group is killed while
   the leader is still an unreaped zombie, so its pid (the group id) cannot
@@ -63,6 +67,8 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Literal
+
+from starlingpy.process.reaper import adopting_orphans, reap_group
 
 __all__ = ["Limits", "ProgramResult", "LimitHit", "run_program"]
 
@@ -187,8 +193,9 @@ def run_program(argv: Sequence[str], stdin: bytes = b"", *, cwd: str | os.PathLi
         if own_dir and user is not None:
             _give_tree(workdir, *user)
         try:
-            return _run(list(argv), stdin, workdir,
-                        dict(env) if env is not None else default_env(workdir), limits, user)
+            with adopting_orphans():
+                return _run(list(argv), stdin, workdir,
+                            dict(env) if env is not None else default_env(workdir), limits, user)
         finally:
             if user is not None and limits.exclusive_uid:
                 _kill_every_process_of(*user)
@@ -258,6 +265,7 @@ def _run(argv: list[str], stdin: bytes, cwd: str, env: dict[str, str], limits: L
         # The leader has exited (it is a zombie until wait4): kill what it left.
         _killpg(proc.pid)
         capture.drain_after_exit()
+        reap_group(proc.pid)  # the killed members we adopted, until only the leader is left
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it; tell Popen
     finally:

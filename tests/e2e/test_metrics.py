@@ -64,6 +64,7 @@ def test_scraped_metrics_match_stats(tmp_path):
         assert samples[("starlingpy_queues_unlabelled", ())] == 3
         assert samples[("starlingpy_queues", ())] == 5
         for metric, field in (("starlingpy_queue_bytes", "bytes"),
+                              ("starlingpy_queue_delayed_items", "delayed_items"),
                               ("starlingpy_queue_items_added_total", "total_items"),
                               ("starlingpy_queue_open_items", "open_transactions"),
                               ("starlingpy_queue_waiters", "waiters"),

@@ -152,9 +152,33 @@ def test_stale_pid_file_then_a_dead_server_then_restart(server_only_tier):
     assert list(run.glob("*.pid")) == []
 
 
+CRASHING_TASKS = '''
+import os, threading
+from starlingpy.worker.tasks import TaskSet
+tasks = TaskSet("crashing")
+
+@tasks.task(queue="echo")
+def echo(text):
+    return text
+
+threading.Timer(0.3, os._exit, (3,)).start()  # imports fine, then dies
+'''
+
+
+def test_up_fails_when_a_pool_cannot_import_its_module(tmp_path):
+    config = make_tier(tmp_path, module="no_such_module_anywhere", instances=2)
+    up = starlingpy("up", "-c", str(config))
+    assert up.returncode == 1, up.stdout
+    assert "worker echo.1 (no_such_module_anywhere) failed to start" in up.stderr
+    assert "No module named 'no_such_module_anywhere'" in up.stderr
+    assert list((tmp_path / "run").glob("*.pid")) == []  # nothing left running
+    assert starlingpy("status", "-c", str(config)).returncode == 3
+
+
 def test_a_pool_that_keeps_crashing_is_reported_not_respawned(tmp_path):
-    config = make_tier(tmp_path, module="no_such_module_anywhere", instances=1,
+    config = make_tier(tmp_path, module="crashing_tasks", instances=1,
                        extra="crash_loop_restarts = 1\ncrash_loop_window = 600")
+    (tmp_path / "crashing_tasks.py").write_text(CRASHING_TASKS)
     try:
         assert starlingpy("up", "-c", str(config)).returncode == 0, logs(config)
 
@@ -165,6 +189,9 @@ def test_a_pool_that_keeps_crashing_is_reported_not_respawned(tmp_path):
         assert worker["restarts"] == 1 and not worker["alive"]
         assert tier_status(config)["processes"][0]["alive"], "the server stays up"
         assert "crash loop, not restarting" in (tmp_path / "log" / "supervisor.log").read_text()
+        status = starlingpy("status", "-c", str(config))
+        assert status.returncode == 1 and "degraded" in status.stdout  # a script sees it
+        assert starlingpy("status", "--json", "-c", str(config)).returncode == 1
 
         # An operator's `restart --workers` gives it a fresh start (and it loops again).
         assert starlingpy("restart", "--workers", "-c", str(config)).returncode == 0

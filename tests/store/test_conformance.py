@@ -223,3 +223,138 @@ async def test_what_was_committed_survives_a_restart(kind):
     store = kind.reopen()
     # the taken item is gone, the open one is back at the head
     assert await take_all(store, [b"q"]) == [b"b", b"c", b"d"]
+
+
+# -- delayed and unique items (PROTOCOL.md "Delayed items", "Unique items") --
+
+async def put_with(store, name, data, **options):
+    return await answer(store.put(name, data, 0, 0, **options))
+
+
+async def test_a_delayed_item_is_unseen_until_due_then_keeps_its_arrival_place(kind):
+    store = kind.make()
+    clock = kind.clock
+    assert await put_with(store, b"q", b"later", delay_ms=5000) is True
+    clock.now += 1
+    await put(store, b"q", b"plain")
+    stats = (await answer(store.statistics()))[b"q"]
+    assert (stats.items, stats.delayed_items) == (1, 1)
+    assert await answer(store.peek([b"q"])) == await answer(store.peek([b"q"]))
+    assert (await answer(store.peek([b"q"]))).data == b"plain"
+    clock.now += 4  # due now: it arrived before "plain", so it comes first
+    stats = (await answer(store.statistics()))[b"q"]
+    assert (stats.items, stats.delayed_items) == (2, 0)
+    assert await take_all(store, [b"q"]) == [b"later", b"plain"]
+
+
+async def test_a_delayed_item_put_back_by_abort_or_release_is_due_at_once(kind):
+    store = kind.make()
+    await put_with(store, b"q", b"d", delay_ms=1000)
+    kind.clock.now += 1
+    assert (await answer(store.open_item([b"q"], 1))).data == b"d"
+    assert await answer(store.abort_item([b"q"], 1)) is True
+    assert (await answer(store.open_item([b"q"], 2))).data == b"d"
+    await answer(store.release(2))
+    assert await take_all(store, [b"q"]) == [b"d"]
+
+
+async def test_delayed_items_expire_and_are_counted(kind):
+    store = kind.make()
+    assert await put(store, b"q", b"x") is True
+    assert await answer(store.put(b"q", b"gone", 0, 3, delay_ms=5000)) is True  # expires first
+    assert await answer(store.put(b"q", b"dies", 0, 8, delay_ms=5000)) is True
+    kind.clock.now += 9
+    assert await take_all(store, [b"q"]) == [b"x"]
+    stats = (await answer(store.statistics()))[b"q"]
+    assert (stats.expired_items, stats.total_items, stats.delayed_items) == (2, 3, 0)
+
+
+async def test_a_reader_waiting_wakes_when_a_delayed_item_falls_due(kind, autojump_clock):
+    store = kind.make()
+    got = []
+
+    async def reader():
+        deadline = trio.current_time() + 600
+        while trio.current_time() < deadline and not got:
+            await store.wait_for_item([b"q"], deadline)
+            if (item := await answer(store.take([b"q"]))) is not None:
+                got.append(item.data)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run_background)
+        nursery.start_soon(reader)
+        await settle()
+        await put_with(store, b"q", b"soon", delay_ms=30_000)
+        await settle()
+        assert not got  # not due: the reader still waits
+        started = trio.current_time()
+        kind.clock.now += 30  # the store's clock passes the due time
+        with trio.fail_after(5):
+            while not got:
+                await trio.sleep(0.1)
+        assert trio.current_time() - started < 5
+        nursery.cancel_scope.cancel()
+    assert got == [b"soon"]
+
+
+async def test_a_unique_id_is_refused_while_its_item_waits_is_delayed_or_open(kind):
+    store = kind.make()
+    assert await put_with(store, b"q", b"first", unique=b"job:1") is True
+    assert await put_with(store, b"q", b"again", unique=b"job:1") is False
+    assert await put_with(store, b"other", b"elsewhere", unique=b"job:1") is True  # per queue
+    assert (await answer(store.open_item([b"q"], 7))).data == b"first"
+    assert await put_with(store, b"q", b"while open", unique=b"job:1") is False
+    assert await answer(store.abort_item([b"q"], 7)) is True  # back: still held
+    assert await put_with(store, b"q", b"after abort", unique=b"job:1") is False
+    assert (await answer(store.open_item([b"q"], 7))).data == b"first"
+    assert await answer(store.close_item([b"q"], 7)) is True  # confirmed: the id is free
+    assert await put_with(store, b"q", b"delayed", unique=b"job:1", delay_ms=1000) is True
+    assert await put_with(store, b"q", b"refused", unique=b"job:1") is False
+    kind.clock.now += 1
+    assert await take_all(store, [b"q"]) == [b"delayed"]  # taken: free again
+    assert await put_with(store, b"q", b"last", unique=b"job:1") is True
+    await answer(store.flush(b"q"))  # flushed: free again
+    assert await put_with(store, b"q", b"after flush", unique=b"job:1") is True
+    stats = (await answer(store.statistics()))[b"q"]
+    assert (stats.items, stats.open_transactions) == (1, 0)
+
+
+async def test_unique_and_plain_items_keep_arrival_order(kind):
+    store = kind.make()
+    for i in range(6):
+        kind.clock.now += 1
+        if i % 2:
+            await put_with(store, b"q", b"%d" % i, unique=b"u%d" % i)
+        else:
+            await put(store, b"q", b"%d" % i)
+    assert await take_all(store, [b"q"]) == [b"0", b"1", b"2", b"3", b"4", b"5"]
+
+
+async def test_delays_and_unique_ids_survive_a_restart_and_a_rewrite(kind):
+    if kind.reopen is None:
+        pytest.skip(f"the {kind.name} store keeps nothing across a restart")
+    store = kind.make()
+    clock = kind.clock
+    await put_with(store, b"q", b"in 10s", delay_ms=10_000, unique=b"r:1")
+    clock.now += 1
+    await put(store, b"q", b"plain")
+    await put_with(store, b"q", b"open one", unique=b"r:2")
+    await put_with(store, b"q", b"in 20s", delay_ms=20_000)
+    assert (await answer(store.take([b"q"]))).data == b"plain"
+    assert (await answer(store.open_item([b"q"], 1))).data == b"open one"
+    await durable(store)
+    store.abandon()  # a crash
+    store = kind.reopen()
+    assert await put_with(store, b"q", b"dup", unique=b"r:1") is False
+    assert await put_with(store, b"q", b"dup", unique=b"r:2") is False  # was open: back
+    assert (await answer(store.statistics()))[b"q"].delayed_items == 2
+    assert store.compact(b"q") is True
+    await durable(store)
+    store.abandon()
+    store = kind.reopen()
+    assert await take_all(store, [b"q"]) == [b"open one"]
+    clock.now += 10
+    assert await take_all(store, [b"q"]) == [b"in 10s"]
+    assert await put_with(store, b"q", b"free", unique=b"r:1") is True
+    clock.now += 10
+    assert await take_all(store, [b"q"]) == [b"in 20s", b"free"]

@@ -214,7 +214,7 @@ def test_flipped_byte_in_the_last_record_is_never_returned():
 
 def test_unknown_op_with_valid_checksums_is_corrupt():
     header = encode_file_header(b"q")
-    frame = encode_frame(1, bytes([9]), bytes(4), bytes(4), bytes(8), [], 0, 0.0)
+    frame = encode_frame(1, bytes([200]), bytes(4), bytes(4), bytes(8), [], 0, 0.0)
     good = RecordBuffer()
     good.add(b"ok", 0, 0.0, 0.0)
     buf = header + b"".join(good.encode()) + b"".join(frame)

@@ -26,6 +26,29 @@ def client(server):
 
 
 @pytest.fixture
+def marks(tmp_path, monkeypatch):
+    """Where sample tasks leave their marker files (in this process too)."""
+    from tests.worker import sample_tasks
+
+    path = tmp_path / "marks"
+    path.mkdir()
+    monkeypatch.setattr(sample_tasks, "MARKS", path)
+    return path
+
+
+@pytest.fixture
+def tasks(client):
+    """The sample task set, pushing through the test's client."""
+    from tests.worker import sample_tasks
+
+    sample_tasks.tasks.client_factory = lambda: client
+    sample_tasks.tasks._client = None
+    yield sample_tasks.tasks
+    sample_tasks.tasks.client_factory = None
+    sample_tasks.tasks._client = None
+
+
+@pytest.fixture
 def plain_server():
     with PlainMemcacheQueue() as stub:
         yield stub

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from starlingpy.worker import TaskSet
+from starlingpy.worker import Retry, TaskSet
 
 tasks = TaskSet("sample")
 MARKS = Path(os.environ.get("SAMPLE_MARKS", "."))
@@ -63,3 +63,30 @@ def flaky(tag: str) -> None:
     if not (MARKS / f"fixed-{tag}").exists():
         raise RuntimeError(f"flaky {tag} is not fixed yet")
     (MARKS / f"flaky-{tag}-{os.getpid()}").touch()
+
+
+@tasks.task(queue="timed", timeout=0.5)
+def hang(tag: str) -> None:
+    """Sleeps far past its timeout (a network call with none of its own)."""
+    (MARKS / f"hang-{tag}-{os.getpid()}").touch()
+    time.sleep(60)
+
+
+@tasks.task(queue="timed", timeout=0.5, retry=Retry(max_attempts=2))
+def spin_in_c(tag: str) -> None:
+    """Loops in C code that never looks at signals (the builtin ``sum`` over
+    a range): only the kernel's CPU limit ends it, with its process."""
+    (MARKS / f"spin-{tag}-{os.getpid()}").touch()
+    sum(range(10**15))
+
+
+@tasks.task(queue="fast", retry=Retry(max_attempts=3, intervals=[0.3, 0.6]))
+def backing_off(tag: str) -> None:
+    """Always fails; writes when each attempt ran."""
+    (MARKS / f"attempt-{tag}-{time.time():.6f}").touch()
+    raise RuntimeError(f"backing_off {tag}")
+
+
+@tasks.task(queue="fast", unique=lambda submission_id: submission_id)
+def grade_once(submission_id: int) -> None:
+    (MARKS / f"graded-{submission_id}-{os.getpid()}").touch()

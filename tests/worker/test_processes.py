@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.support import REPO, wait_until
-from tests.worker import sample_tasks
 
 MODULE = "tests.worker.sample_tasks"
 
@@ -56,23 +55,6 @@ def marks_matching(marks: Path, prefix: str) -> list[str]:
 
 def pid_of(mark: str) -> int:
     return int(mark.rsplit("-", 1)[1])
-
-
-@pytest.fixture
-def marks(tmp_path):
-    path = tmp_path / "marks"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def tasks(client):
-    """The sample task set, pushing through the test's client."""
-    sample_tasks.tasks.client_factory = lambda: client
-    sample_tasks.tasks._client = None
-    yield sample_tasks.tasks
-    sample_tasks.tasks.client_factory = None
-    sample_tasks.tasks._client = None
 
 
 def test_sigkill_mid_task_the_message_is_handled_again_by_a_new_worker(server, client, marks, tasks):

@@ -3,15 +3,18 @@ caps, and no inherited file descriptors (a real PostgreSQL socket)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
+import textwrap
 
 import pytest
 
 from starlingpy.worker.programs import Limits, run_program
-from tests.support import wait_until
+from tests.support import REPO, wait_until
 
 # The program runs as `nobody` when we are root, so it must be an interpreter
 # that uid can execute (the venv's may live under a private home directory).
@@ -202,3 +205,28 @@ def test_exclusive_uid_kills_processes_that_left_the_group():
                                                    run_as_gid=uid, exclusive_uid=True))
     assert result.stdout == b"escaped\n"
     wait_until(lambda: not processes_of(uid), timeout=10, message=f"uid {uid} to have no process")
+
+
+def test_run_program_outside_a_worker_leaves_no_zombies_and_no_subreaper(tmp_path):
+    """A caller that is no worker (no subreaper of its own): the program's
+    children, killed with its group, are reaped before run_program returns."""
+    script = tmp_path / "caller.py"
+    script.write_text(textwrap.dedent("""
+        import json, os
+        from starlingpy.process.reaper import children, is_subreaper
+        from starlingpy.worker.programs import run_program
+        program = "for i in 1 2 3 4 5 6; do (sleep 60 &) ; sleep 60 & done; exit 0"
+        result = run_program(["/bin/sh", "-c", program])
+        try:
+            os.killpg(result.pid, 0)
+            group_left = True
+        except ProcessLookupError:
+            group_left = False
+        print(json.dumps({"children": children(os.getpid()), "group_left": group_left,
+                          "subreaper": is_subreaper(), "exit": result.exit_code}))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report == {"children": {}, "group_left": False, "subreaper": False, "exit": 0}

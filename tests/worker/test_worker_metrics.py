@@ -10,7 +10,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import wait_until
-from tests.worker.test_processes import WorkerProcess, marks, tasks  # noqa: F401 (fixtures)
+from tests.worker.test_processes import WorkerProcess
 
 _URL = re.compile(rb"metrics on (http://\S+)")
 POOL = (("pool", "tests.worker.sample_tasks"),)  # `starlingpy work` names its pool by module
