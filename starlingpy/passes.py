@@ -15,11 +15,12 @@ pass), its commands answered, one ``store.commit()`` for the whole pass
 Whatever must wait goes back to the connection's own task, which sits
 parked meanwhile (a parked task costs nothing per request): a command that
 answered with a Pending, more replies than ``SEND_HIGH_WATER``, a send the
-socket did not take whole, a durability wait (``--sync always``: the tasks
-then share one group commit round while the pass goes on serving the
-others), end of file, errors and closing. The task does that with the same
-code as a connection that is not multiplexed (``starlingpy.tcp``) and then
-parks itself here again.
+socket did not take whole, end of file, errors and closing. The task does
+that with the same code as a connection that is not multiplexed
+(``starlingpy.tcp``) and then parks itself here again. Under ``--sync
+always``, one task per pass waits for the group commit and then sends that
+pass's replies, while later passes serve the other connections (a slow disk
+delays only the replies that wait for it).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ SEND_HIGH_WATER = 256 * 1024
 EOF = "eof"          # the peer closed its side (or shutdown cut our reads)
 ANSWER = "answer"    # (ANSWER, reason, pending, out): answer_ready stopped for reason
 SEND = "send"        # (SEND, rest): the socket took part of the replies
-REPLIES = "replies"  # (REPLIES, out): make the pass durable, then send out
 
 # Why answer_ready stopped before answering every complete command.
 PENDING = "pending"  # a command answered with a Pending (returned with it)
@@ -104,6 +104,7 @@ class Passes:
         self._control = control
         self._epoll = select.epoll()
         self._parked: dict[int, Connection] = {}
+        self._waiters: trio.Nursery | None = None  # one task per pass whose replies wait
 
     def close(self) -> None:
         self._epoll.close()
@@ -139,9 +140,10 @@ class Passes:
         epoll_fd = self._epoll.fileno()
         wait_readable = trio.lowlevel.wait_readable
         poll = self._epoll.poll
-        while True:
-            await wait_readable(epoll_fd)
-            self._pass(poll(0))
+        async with trio.open_nursery() as self._waiters:
+            while True:
+                await wait_readable(epoll_fd)
+                self._pass(poll(0))
 
     def _pass(self, events: list[tuple[int, int]]) -> None:
         parked, counters = self._parked, self._counters
@@ -183,10 +185,36 @@ class Passes:
             for connection, _ in answered:
                 self._hand_back(connection, error)
             return
-        if durable is not None:  # each task awaits it; one group commit serves them all
-            for connection, out in answered:
-                self._hand_back(connection, (REPLIES, out))
+        if durable is not None:
+            # Sync always: one task waits for the group commit on behalf of
+            # the whole pass, while the next passes serve the others; its
+            # connections are not read meanwhile (their replies come first).
+            for connection, _ in answered:
+                self._epoll.modify(connection.fd, 0)
+            self._waiters.start_soon(self._send_when_durable, durable, answered)
             return
+        self._send(answered)
+
+    async def _send_when_durable(self, durable, answered: list[tuple[Connection, list[bytes]]]
+                                 ) -> None:
+        try:
+            await durable.wait()
+        except Exception as error:
+            failure = error
+        else:
+            failure = None
+        parked = self._parked
+        answered = [(connection, out) for connection, out in answered
+                    if parked.get(connection.fd) is connection]  # (its task may be gone)
+        if failure is not None:
+            for connection, _ in answered:
+                self._hand_back(connection, failure)
+            return
+        for connection, _ in answered:
+            self._epoll.modify(connection.fd, select.EPOLLIN)
+        self._send(answered)
+
+    def _send(self, answered: list[tuple[Connection, list[bytes]]]) -> None:
         counters = self._counters
         for connection, out in answered:
             data = out[0] if len(out) == 1 else b"".join(out)

@@ -220,8 +220,6 @@ class QueueServer:
             if kind is passes.ANSWER:
                 if not await self._go_on_answering(sock, session, parser, *handed[1:]):
                     return
-            elif kind is passes.REPLIES:
-                await self._send(sock, handed[1])
             elif kind is passes.SEND:
                 await self._send_all(sock, handed[1])
             else:  # end of file, or shutdown
