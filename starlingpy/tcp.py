@@ -1,16 +1,17 @@
-"""The TCP shell: the only module that awaits network I/O.
+"""The TCP shell: accept, and each connection's task.
 
 Receive bytes, feed the parser, dispatch, send replies, close.  Shaped after
 trio's ``serve_tcp``/``serve_listeners`` (``task_status`` hands tests the
 bound address; only the accept errors that mean "overloaded" are retried).
 
-Connections use their stdlib socket in non-blocking mode and call
-``trio.lowlevel.wait_readable``/``wait_writable`` only when ``recv``/``send``
-would block (or, for reads, when the last read drained the socket): on the
-hot path this costs about half the CPU of trio's stream layer (measured in
-issue 2).  Because that path does not always yield, the
-loop adds an explicit checkpoint after a few batches read without waiting,
-so one busy client cannot starve the others.
+Plain connections (no TLS, no idle timeout) are served in passes
+(:mod:`starlingpy.passes`): their task stays parked while one task serves
+every ready connection per wake-up, and does here only what must wait (a
+Pending, a partial send, end of file).  Other connections run the loop of
+:meth:`QueueServer._converse` in their own task: stdlib sockets in
+non-blocking mode, ``trio.lowlevel.wait_readable``/``wait_writable`` only
+when a call would block, and an explicit checkpoint after a few batches
+read without waiting, so one busy client cannot starve the others.
 
 With TLS (``tls``), each connection's handshake runs first, then this same
 loop runs over a :class:`starlingpy.tls.TlsStream`, which offers the
