@@ -20,13 +20,17 @@ import traceback
 from pathlib import Path
 
 from bench import profile, report, scenarios, security
+from bench.fairness import measure_fairness
 from bench.peers import (
     DEFAULT_SERVER_COMMAND,
     REPO,
     ControlConnection,
     RedisPeer,
+    RubyStarlingPeer,
+    RubyStarlingServer,
     StarlingpyPeer,
     StarlingpyServer,
+    starling_missing,
 )
 from bench.replay import measure_replay
 
@@ -90,19 +94,39 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     sections = Sections()
     names = {"starlingpy": "?", "redis": redis.version}
+    starling_absent = starling_missing()
+    fairness: dict = {}
+    fairness_ops = max(100, sizes.ops // 20)
+
+    def fair(peer) -> None:
+        fairness[peer.name] = sections.run(f"fairness on {peer.name}", lambda: measure_fairness(
+            peer, scenarios.VALUE, fairness_ops, sizes.time_limit))
 
     def ours() -> list:
         with StarlingpyServer(spool / "main", command=command) as server:
             names["starlingpy"] = server_version(server)
             progress(f"starlingpy pid {server.pid} on {server.address[0]}:{server.address[1]}, "
                      f"redis pid {redis.pid}")
-            return scenarios.run_scenarios(StarlingpyPeer(server), sizes, profile_dir=args.profile)
+            peer = StarlingpyPeer(server)
+            rows = scenarios.run_scenarios(peer, sizes, profile_dir=args.profile)
+            fair(peer)
+            return rows
+
+    def starling() -> list:
+        with RubyStarlingServer(spool / "starling") as server:
+            peer = RubyStarlingPeer(server)
+            rows = scenarios.run_scenarios(peer, sizes)
+            fair(peer)
+            return rows
 
     try:
         measurements = {
             "starlingpy": sections.run("scenarios on starlingpy", ours),
             "redis": sections.run("scenarios on redis", lambda: scenarios.run_scenarios(redis, sizes)),
+            "starling": (None if starling_absent
+                         else sections.run("scenarios on Ruby Starling", starling)),
         }
+        fair(redis)
         sync = sections.run("sync never / always", lambda: scenarios.run_sync_policies(
             spool, sizes, command, profile_dir=args.profile))
         costs = sections.run("authentication and TLS", lambda: security.measure_security(
@@ -116,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full", "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "host": platform.node(), "python": platform.python_version(),
         "starlingpy_version": names["starlingpy"], "redis_version": names["redis"],
+        "starling": starling_absent or "Ruby Starling 0.10.1 (../shared/peers/starling)",
         "sync": "default (1000 ms)",
         "value_bytes": len(scenarios.VALUE), "connections": scenarios.CONNECTIONS,
         "depth": scenarios.PIPELINE_DEPTH, "time_limit": sizes.time_limit,
@@ -127,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = report.build(measurements, sync, replay, meta, sections.errors)
     result["security"] = costs
+    result["fairness"] = report.fairness(fairness, fairness_ops)
     print(report.format_table(result))
     print("\n".join(["", *security.format_lines(costs)]))
     report.write_json(result, args.json)

@@ -2,6 +2,7 @@
 
     python -m bench.cpuprofile set            # or get, mixed, pipelined-set, pipelined-get
     python -m bench.cpuprofile --ops 50000 --top 30 --clock wall set
+    python -m bench.cpuprofile --sync always set   # any server option after --sync
 
 It starts ``starlingpy serve`` under cProfile with a CPU-time clock (so time
 blocked in ``epoll_wait`` or descheduled is not counted), resets the profile
@@ -66,26 +67,28 @@ def _wait_for(path: Path, timeout: float = 60.0) -> None:
         time.sleep(0.01)  # polling interval; the condition is the file
 
 
-def profile_scenario(name: str, ops: int, top: int, clock: str = "cpu") -> str:
+def profile_scenario(name: str, ops: int, top: int, clock: str = "cpu",
+                     sync: str | None = None) -> str:
     """Run scenario ``name`` against a profiled server; the per-operation table."""
     shape, depth = SCENARIO_SHAPES[name]
     work = Path(tempfile.mkdtemp(prefix="starlingpy-cpuprofile-"))
     out = work / "server.prof"
     command = (sys.executable, "-m", "bench.cpuprofile", "--wrap", str(out), clock, "serve")
+    options = ("--sync", sync) if sync else ()
     try:
-        return _profile_in(work, name, shape, depth, ops, top, command)
+        return _profile_in(work, name, shape, depth, ops, top, command, options)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _profile_in(work: Path, name: str, shape: tuple[str, ...], depth: int, ops: int, top: int,
-                command: tuple[str, ...]) -> str:
+                command: tuple[str, ...], options: tuple[str, ...] = ()) -> str:
     # Imported here: the --wrap side of this module runs inside the server and needs none of it.
     from bench import scenarios
     from bench.peers import StarlingpyPeer, StarlingpyServer
 
     out = work / "server.prof"
-    with StarlingpyServer(work / "spool", command=command) as server:
+    with StarlingpyServer(work / "spool", *options, command=command) as server:
         peer = StarlingpyPeer(server)
         requests = {"set": peer.wire.set_request(peer.queue, scenarios.VALUE),
                     "get": peer.wire.get_request(peer.queue)}
@@ -133,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                         help="cpu: thread CPU time (idle waits excluded; costly clock, so calls "
                              "are overcharged); wall: cheap clock, but waits and preemption count")
+    parser.add_argument("--sync", help="the server's --sync policy (default: its default)")
     args = parser.parse_args(argv)
-    print(profile_scenario(args.scenario, args.ops, args.top, args.clock))
+    print(profile_scenario(args.scenario, args.ops, args.top, args.clock, args.sync))
     return 0
 
 

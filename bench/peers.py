@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -206,3 +207,57 @@ class StarlingpyPeer:
     def clear(self) -> None:
         with ControlConnection(self.address) as control:
             control.call_until(b"delete %s\r\n" % self.queue, b"\r\n")
+
+
+# Ruby Starling 0.10.1, unpatched, kept beside the repository as
+# ../shared/peers/starling (see its PEER.md); a git worktree one level
+# deeper finds it one level up.
+STARLING_HOME = next((parent / "shared" / "peers" / "starling" for parent in REPO.parents
+                      if (parent / "shared" / "peers" / "starling").is_dir()),
+                     REPO.parent / "shared" / "peers" / "starling")
+
+
+def starling_missing() -> str | None:
+    """Why Ruby Starling cannot run here ("not installed"), or None."""
+    if not (STARLING_HOME / "bin" / "starling").exists() or shutil.which("ruby") is None:
+        return "not installed"
+    probe = subprocess.run(["ruby", "-e", "require 'eventmachine'"], capture_output=True)
+    return "not installed" if probe.returncode else None
+
+
+class RubyStarlingServer(StarlingpyServer):
+    """Ruby Starling as a child process. It prints nothing when it listens:
+    it gets a free port picked here and is ready once that port accepts."""
+
+    def start(self, timeout: float = 120.0) -> RubyStarlingServer:
+        with socket.socket() as probe:  # a free port, released for Starling to take
+            probe.bind((self.host, 0))
+            port = probe.getsockname()[1]
+        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        cmd = ["ruby", "-I", str(STARLING_HOME / "lib"), str(STARLING_HOME / "bin" / "starling"),
+               "-h", self.host, "-p", str(port), "-q", str(self.queue_dir),
+               "-P", str(self.queue_dir / "starling.pid"), "-L", str(self.queue_dir / "log")]
+        self.started_at = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL, cwd=self.queue_dir)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((self.host, port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"Ruby Starling exited ({self.proc.returncode})") from None
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError(f"Ruby Starling not listening after {timeout}s") from None
+                time.sleep(0.05)  # polling interval; the condition is the port accepting
+        self.listening_at = time.perf_counter()
+        self.address = (self.host, port)
+        return self
+
+
+class RubyStarlingPeer(StarlingpyPeer):
+    """Ruby Starling speaks the same protocol, so the starlingpy peer's calls serve."""
+
+    name = "starling"

@@ -37,13 +37,15 @@ def _at_most(value: float, limit: float) -> bool | None:
     return None if math.isnan(value) else value <= limit
 
 
-def _scenario_row(name: str, mine, theirs) -> dict:
+def _scenario_row(name: str, mine, theirs, starling=None) -> dict:
     mine_cpu = mine.cpu_per_100k if mine else math.nan
     multiple = _ratio(mine_cpu, theirs.cpu_per_100k if theirs else None)
     return {
         "scenario": name,
         "starlingpy": dataclasses.asdict(mine) if mine else None,
         "redis": dataclasses.asdict(theirs) if theirs else None,
+        "starling": dataclasses.asdict(starling) if starling else None,
+        "cpu_ratio_to_starling": _ratio(mine_cpu, starling.cpu_per_100k if starling else None),
         "ops_ratio": _ratio(mine.ops_per_second if mine else None,
                             theirs.ops_per_second if theirs else None),
         "cpu_multiple_of_redis": multiple,
@@ -84,8 +86,10 @@ def build(measurements: dict[str, list | None], sync: dict | None, replay, meta:
     """Everything measured plus a verdict per target, as one JSON-able dict."""
     by_system = {system: {m.scenario: m for m in rows or ()} for system, rows in measurements.items()}
     ours, redis = by_system.get("starlingpy", {}), by_system.get("redis", {})
+    starling = by_system.get("starling", {})
     return {"meta": meta,
-            "scenarios": [_scenario_row(name, ours.get(name), redis.get(name)) for name in SCENARIOS],
+            "scenarios": [_scenario_row(name, ours.get(name), redis.get(name), starling.get(name))
+                          for name in SCENARIOS],
             "sync": _sync(sync), "replay": _replay(replay), "errors": errors or {}}
 
 
@@ -102,7 +106,8 @@ def _verdict(ok: bool | None) -> str:
 def _scenario_lines(report: dict) -> list[str]:
     header = (f"{'scenario':<14} {'ops/s sp':>9} {'redis':>9} {'ratio':>6} | {'p50 µs sp':>9} "
               f"{'redis':>6} | {'p99 µs sp':>9} {'redis':>6} | {'CPU-s/100k sp':>13} {'redis':>6} "
-              f"{'×redis':>7} | {'target':>6} {'×redis':>7} | result (CPU, ×redis)")
+              f"{'×redis':>7} | {'target':>6} {'×redis':>7} | {'result (CPU, ×redis)':<20} | "
+              f"{'starling':>8} {'sp/st':>6}")
     lines = [header, "-" * len(header)]
     empty = dict.fromkeys(("ops_per_second", "p50_us", "p99_us", "cpu_per_100k"), None)
     for row in report["scenarios"]:
@@ -115,8 +120,27 @@ def _scenario_lines(report: dict) -> list[str]:
             f"{_n(rd['cpu_per_100k'], 3):>6} {_n(row['cpu_multiple_of_redis'], 2):>6}× | "
             f"{'≤' + _n(row['target_cpu_per_100k'], 2):>6} "
             f"{'≤' + _n(row['target_multiple_of_redis'], 2):>6}× | "
-            f"{_verdict(row['cpu_target_met'])}, {_verdict(row['multiple_target_met'])}")
+            f"{_verdict(row['cpu_target_met']) + ', ' + _verdict(row['multiple_target_met']):<20} | "
+            f"{_n((row.get('starling') or {}).get('cpu_per_100k'), 2):>8} "
+            f"{_n(row.get('cpu_ratio_to_starling'), 2):>5}×")
     return lines
+
+
+def fairness(loads: dict, ops: int) -> dict:
+    """Per system, the waiting client's latency while another pipelines."""
+    return {"ops": ops, **{system: None if load is None else {
+        "ops": load.ops, "p50_us": load.percentile_us(0.5), "p99_us": load.percentile_us(0.99)}
+        for system, load in loads.items()}}
+
+
+def _fairness_lines(report: dict) -> list[str]:
+    figures = report.get("fairness")
+    if not figures:
+        return []
+    shown = [f"{system} p50 {_n(f['p50_us'])} p99 {_n(f['p99_us'])} µs"
+             for system, f in figures.items() if system != "ops" and f]
+    return [f"fairness: {figures['ops']:,} sets one at a time while another client pipelines "
+            f"32 deep: " + "; ".join(shown)]
 
 
 def _other_lines(report: dict) -> list[str]:
@@ -167,12 +191,15 @@ def format_table(report: dict) -> str:
          f"{meta['connections']} connections, pipelined = {meta['depth']} in flight per connection"),
         (f"starlingpy {meta['starlingpy_version']} (sync {meta['sync']}) vs Redis "
          f"{meta['redis_version']} (RPUSH/LPOP on one list), same run; sp = starlingpy"),
+        f"Ruby Starling (CPU-s/100k, 'starling'; sp/st = starlingpy / Starling): "
+        f"{meta.get('starling', 'not measured')}",
         (f"{meta['cpus']} CPUs, 1-minute load average {meta['load_average'][0]:.2f} at the start, "
          f"{meta['load_average'][1]:.2f} at the end"),
         "",
         *_scenario_lines(report),
         "",
         *_other_lines(report),
+        *_fairness_lines(report),
         "",
         ("CPU-s/100k: server user+system CPU seconds per 100,000 operations (/proc/<pid>/stat); "
          "p50/p99: per-operation latency seen by the client;"),

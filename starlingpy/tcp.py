@@ -1,16 +1,17 @@
-"""The TCP shell: the only module that awaits network I/O.
+"""The TCP shell: accept, and each connection's task.
 
 Receive bytes, feed the parser, dispatch, send replies, close.  Shaped after
 trio's ``serve_tcp``/``serve_listeners`` (``task_status`` hands tests the
 bound address; only the accept errors that mean "overloaded" are retried).
 
-Connections use their stdlib socket in non-blocking mode and call
-``trio.lowlevel.wait_readable``/``wait_writable`` only when ``recv``/``send``
-would block (or, for reads, when the last read drained the socket): on the
-hot path this costs about half the CPU of trio's stream layer (measured in
-issue 2).  Because that path does not always yield, the
-loop adds an explicit checkpoint after a few batches read without waiting,
-so one busy client cannot starve the others.
+Plain connections (no TLS, no idle timeout) are served in passes
+(:mod:`starlingpy.passes`): their task stays parked while one task serves
+every ready connection per wake-up, and does here only what must wait (a
+Pending, a partial send, end of file).  Other connections run the loop of
+:meth:`QueueServer._converse` in their own task: stdlib sockets in
+non-blocking mode, ``trio.lowlevel.wait_readable``/``wait_writable`` only
+when a call would block, and an explicit checkpoint after a few batches
+read without waiting, so one busy client cannot starve the others.
 
 With TLS (``tls``), each connection's handshake runs first, then this same
 loop runs over a :class:`starlingpy.tls.TlsStream`, which offers the
@@ -40,18 +41,16 @@ from typing import Any
 
 import trio
 
+from starlingpy import passes
 from starlingpy.auth import peer_name
 from starlingpy.counters import ServerCounters
+from starlingpy.passes import CLOSE, PENDING, RECV_SIZE, Passes, answer_ready
 from starlingpy.protocol import Parser, ProtocolError
 from starlingpy.session import ServerControl, Session
 from starlingpy.store import Pending, Store, StoreError
 
 log = logging.getLogger("starlingpy.server")
 
-RECV_SIZE = 65536
-# Send what has accumulated once it passes this, before parsing further, so
-# a client pipelining gets of large items never makes us hold them all.
-SEND_HIGH_WATER = 256 * 1024
 # At most this many received batches (each up to RECV_SIZE) in a row before
 # the connection yields to the others.
 MAX_BATCHES_WITHOUT_YIELD = 4
@@ -87,6 +86,8 @@ class QueueServer:
         self._accept_scope: trio.CancelScope | None = None
         self._shutdown_requested = False
         self._sockets: set[socket.socket] = set()
+        # Plain connections without an idle timeout are served in passes.
+        self._passes: Passes | None = None
 
     def request_shutdown(self) -> None:
         """Stop accepting, cut idle waits short; in-flight commands are answered."""
@@ -116,6 +117,9 @@ class QueueServer:
             bound = listener.getsockname()[:2]
             async with trio.open_nursery() as background:
                 await background.start(self.store.run_background)
+                if self.tls is None and not self.idle_timeout:
+                    self._passes = Passes(self.store, self.counters, self.control)
+                    background.start_soon(self._passes.run)
                 if handle_signals:
                     background.start_soon(self._watch_signals)
                 async with trio.open_nursery() as connections:
@@ -128,6 +132,9 @@ class QueueServer:
                     # interrupted the waits. Give in-flight work a deadline.
                     connections.cancel_scope.deadline = trio.current_time() + SHUTDOWN_GRACE
                 background.cancel_scope.cancel()
+            if self._passes is not None:
+                self._passes.close()
+                self._passes = None
         log.info("server stopped")
 
     async def _watch_signals(self) -> None:
@@ -175,7 +182,11 @@ class QueueServer:
                 stream = await self.tls.accept(sock, peer, session.gate)
                 if stream is None:
                     return
-            await self._converse(stream, session)
+            parser = Parser(max_line=self.max_line, max_item_size=self.max_item_size)
+            if self._passes is not None:
+                await self._converse_in_passes(sock, session, parser)
+            else:
+                await self._converse(stream, session, parser)
         except ConnectionError:  # resets and broken pipes end a connection quietly
             pass
         except StoreError as error:
@@ -199,18 +210,33 @@ class QueueServer:
             self._sockets.discard(sock)
             sock.close()
 
-    async def _converse(self, sock: socket.socket, session: Session) -> None:
-        parser = Parser(max_line=self.max_line, max_item_size=self.max_item_size)
+    async def _converse_in_passes(self, sock: socket.socket, session: Session,
+                                  parser: Parser) -> None:
+        """Leave the connection to the passes; do here what they hand back."""
+        connection = passes.Connection(sock, session, parser)
+        park = self._passes.park
+        while True:
+            handed = await park(connection)
+            kind = handed[0]
+            if kind is passes.ANSWER:
+                if not await self._go_on_answering(sock, session, parser, *handed[1:]):
+                    return
+            elif kind is passes.SEND:
+                await self._send_all(sock, handed[1])
+            else:  # end of file, or shutdown
+                self._ended(parser)
+                return
+            if self.control.closing:
+                return
+
+    async def _converse(self, sock: socket.socket, session: Session, parser: Parser) -> None:
+        """One connection in its own task (TLS, or an idle timeout to keep)."""
         counters = self.counters
-        next_command = parser.next_command
-        execute = session.execute
         control = self.control
         commit = self.store.commit
         wait_readable = trio.lowlevel.wait_readable
         idle_timeout = self.idle_timeout
         fd = sock.fileno()  # an int spares trio a fileno() call per wait
-        out: list[bytes] = []
-        out_size = 0
         busy_batches = 0  # batches read in a row without waiting for the socket
         # A read shorter than RECV_SIZE drained the socket, and a client that
         # waits for its replies sends nothing more until it has them: wait
@@ -234,11 +260,7 @@ class QueueServer:
                 drained = True
                 continue
             if not data:
-                parser.feed_eof()
-                try:
-                    next_command()  # complete commands were all taken: only a cut-off one is left
-                except ProtocolError as error:
-                    log.warning("%s", error)
+                self._ended(parser)
                 return
             drained = len(data) < RECV_SIZE
             busy_batches += 1
@@ -250,33 +272,12 @@ class QueueServer:
                 busy_batches = 0
             counters.bytes_read += len(data)
             parser.feed(data)
-            close_after = False
-            while True:
-                try:
-                    command = next_command()
-                except ProtocolError as error:
-                    if error.reply is not None:
-                        out.append(error.reply + b"\r\n")
-                    if error.close:
-                        close_after = True
-                        break
-                    continue
-                if command is None:
-                    break
-                reply = execute(command)
-                if reply.__class__ is Pending:
-                    await self._send(sock, out)
-                    out, out_size = [], 0
-                    reply = await reply.wait()
-                if reply:
-                    out.append(reply)
-                    out_size += len(reply)
-                if session.quit:
-                    break
-                if out_size > SEND_HIGH_WATER:
-                    await self._send(sock, out)
-                    out, out_size = [], 0
-            if out:
+            out: list[bytes] = []
+            reason, pending = answer_ready(parser, session, out)
+            if reason is not None:
+                if not await self._go_on_answering(sock, session, parser, reason, pending, out):
+                    return
+            elif out:
                 # The common case inline (one reply batch, sent whole at
                 # once); _send handles partial sends.
                 durable = commit()
@@ -285,11 +286,39 @@ class QueueServer:
                 rest = self._send_now(sock, out)
                 if rest:
                     await self._send_all(sock, rest)
-                out, out_size = [], 0
             else:
                 commit()
-            if close_after or control.closing:
+            if control.closing:
                 return
+
+    async def _go_on_answering(self, sock: socket.socket, session: Session, parser: Parser,
+                               reason: str, pending: Pending | None, out: list[bytes]) -> bool:
+        """Answering stopped for ``reason`` (see passes.answer_ready): do
+        what it needs, answer the rest of the complete commands, send it all.
+        False when the connection is to be closed."""
+        while reason is not None:
+            await self._send(sock, out)  # the replies before, written first
+            out = []
+            if reason is CLOSE:
+                return False
+            if reason is PENDING:
+                reply = await pending.wait()
+                if reply:
+                    out.append(reply)
+                if session.quit:
+                    break
+            reason, pending = answer_ready(parser, session, out)
+        await self._send(sock, out)
+        return not (session.quit or self.control.closing)
+
+    @staticmethod
+    def _ended(parser: Parser) -> None:
+        """The peer closed its side: only a cut-off command can be left."""
+        parser.feed_eof()
+        try:
+            parser.next_command()
+        except ProtocolError as error:
+            log.warning("%s", error)
 
     async def _wait_readable_or_idle(self, sock: socket.socket) -> bool:
         """False when the idle timeout passed first.

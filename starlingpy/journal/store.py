@@ -462,6 +462,7 @@ class JournalStore(LocalStore):
         """Close every file and the lock without writing anything more, as a
         crashed process would (``close`` uses it last; tests use it alone)."""
         self._closed = True
+        self._group.stop()
         for keeper in self._journals.values():
             keeper.file.close()
         self._open_files.clear()

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.peers import starling_missing
+
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO_ROWS = ("set", "get", "mixed", "pipelined set", "pipelined get")
 OTHER_ROWS = ("sync always: set ops/s", "replay after SIGTERM: first get",
@@ -31,13 +33,21 @@ def test_quick_bench_prints_every_row_and_writes_json(tmp_path: Path) -> None:
         assert len(matching) == 1, f"row {row!r} missing from:\n{run.stdout}"
         # Two verdicts (CPU, multiple of Redis); "-" where a quick run's CPU
         # was below one clock tick.
-        verdicts = matching[0].rsplit("|", 1)[1].split(",")
+        verdicts = matching[0].rsplit("|", 2)[1].split(",")
         assert [v.strip() in ("met", "MISSED", "-") for v in verdicts] == [True, True], matching[0]
     for row in OTHER_ROWS:
         assert any(line.startswith(row) for line in lines), f"row {row!r} missing:\n{run.stdout}"
 
+    assert any(line.startswith("fairness: ") and "starlingpy p50" in line and "redis p50" in line
+               for line in lines), run.stdout
     report = json.loads(out.read_text())
     assert report["errors"] == {}
+    assert report["fairness"]["starlingpy"]["ops"] == report["fairness"]["ops"]
+    # Ruby Starling is the third peer wherever ruby and eventmachine are installed.
+    if starling_missing() is None:
+        assert all(row["starling"]["ops"] > 0 for row in report["scenarios"])
+    else:
+        assert any("Ruby Starling" in line and "not installed" in line for line in lines)
     assert [row["scenario"] for row in report["scenarios"]] == list(SCENARIO_ROWS)
     for row in report["scenarios"]:
         for system in ("starlingpy", "redis"):

@@ -395,6 +395,36 @@ async def test_group_commit_gathers_the_writers_the_last_round_released(qdir, mo
     c.close()
 
 
+async def test_a_failed_fsync_round_is_the_waiters_error_and_the_next_round_retries(
+        qdir, monkeypatch):
+    import errno
+    import threading
+
+    from starlingpy.store import StoreError
+
+    real = sync_module._fsync_all
+    synced_in = []
+
+    def failing(files, dirs):
+        synced_in.append(threading.current_thread().name)
+        raise OSError(errno.EIO, "injected")
+
+    c = open_c(qdir, sync=SyncPolicy.parse("always"))
+    await durable(c)
+    monkeypatch.setattr(sync_module, "_fsync_all", failing)
+    c.get_or_create(b"a").put(b"x", 0, 0)
+    with pytest.raises(StoreError) as caught:
+        await durable(c)
+    assert caught.value.reply == collection_module.WRITE_FAILED
+    assert synced_in == ["starlingpy-fsync"]  # never on the event loop's thread
+    assert not c._group.clean  # kept for the next round
+    monkeypatch.setattr(sync_module, "_fsync_all", real)
+    await durable(c)
+    assert c._group.clean
+    c.close()
+    assert not any(t.name == "starlingpy-fsync" for t in threading.enumerate())
+
+
 async def test_wait_durable_without_always_does_not_sync(qdir, monkeypatch):
     c = open_c(qdir, sync=SyncPolicy.parse("1000"))
     rounds = []

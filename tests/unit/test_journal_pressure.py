@@ -1,5 +1,5 @@
 """The journal store when the system says no: ENOSPC, EIO and EMFILE
-injected at the system-call boundary (os.writev, os.fsync, fallocate,
+injected at the system-call boundary (os.writev, os.fsync, os.fdatasync, fallocate,
 os.open). The store answers with a StoreError or waits for space; it never
 loses an acknowledged item and never keeps half of a failed set."""
 
@@ -113,6 +113,7 @@ async def test_background_survives_failing_fsyncs_and_writes_deferred_removals(q
     c.commit()
     fsyncs = []
     monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), failing(errno.EIO)()))
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (fsyncs.append(fd), failing(errno.EIO)()))
     monkeypatch.setattr(os, "writev", failing(errno.ENOSPC))
     c.take([b"q"])
     c.commit()
