@@ -302,9 +302,12 @@ class JournalStore(LocalStore):
         open_files = self._open_files
         while len(open_files) >= self._max_open:
             name, keeper = open_files.popitem(last=False)
-            if keeper.file in self._group.dirty_files:
-                keeper.file.fsync()  # (closing would lose what the next round must sync)
-                self._group.forget(keeper.file)
+            if self.sync.mode != "never":
+                # Sync before closing: the next round, or one in flight in the
+                # fsync thread, would find the descriptor gone and vouch for
+                # writes it never synced.
+                keeper.file.fsync()
+            self._group.forget(keeper.file)
             keeper.file.release_descriptor()
 
     def _descriptor_for(self, keeper: QueueJournal) -> None:

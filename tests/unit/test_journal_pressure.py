@@ -244,3 +244,19 @@ def test_journals_named_by_older_versions_are_renamed_and_kept(qdir):
     assert drain(c.get(b"Jobs")) == [b"old"]
     assert not (qdir / "Jobs.spq").exists() and (qdir / current).exists()
     c.close()
+
+
+def test_a_journal_let_go_for_another_is_synced_first(qdir, monkeypatch):
+    # A round in flight would find its descriptor gone and vouch for writes
+    # it never synced: so the store syncs before it lets a descriptor go.
+    c = open_c(qdir, sync=SyncPolicy.parse("10"), max_open_journals=2)
+    c.put(b"a", b"x", 0, 0)
+    c.put(b"b", b"y", 0, 0)
+    c.commit()
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
+    fd_of_a = c.journal_of(b"a").file.fd
+    c.put(b"c", b"z", 0, 0)  # a third journal: the least recently written (a) is let go
+    assert c.journal_of(b"a").file.fd is None and fd_of_a in synced
+    c.close()
