@@ -1,0 +1,702 @@
+"""The PostgreSQL store: every queue in one database, shared by any number
+of servers, each of them a stateless front-end.
+
+**One table for all queues** (``starling_items``, keyed by a global
+identity column that gives FIFO order), beside one row of counters per
+queue (``starling_queues``). One table because queues are made by a client's
+first ``set`` to any name: one table per queue would mean DDL on the hot
+path, a catalog that grows with every name, and a statistics query over
+thousands of tables. Here a queue's head is the first row of a partial index
+on ``(queue, id)`` over the items nobody holds, and ``stats`` is one
+``GROUP BY``: one statement, so one consistent snapshot.
+
+**Claims** lock the head row with ``FOR UPDATE SKIP LOCKED``: two servers
+(or two connections of one) never get the same row, and neither waits for
+the other. A take deletes the row in the same transaction, and the reply
+goes only after its commit, so an item handed out is never handed out again.
+
+**Leases:** an ``/open`` item stays in its row, marked with the holder
+(this server's ``identity`` and the connection's owner id) and a lease end
+``lease`` seconds ahead, renewed by the holder every third of it. ``/close``
+deletes the row; ``/abort``, a closed connection, a lease run out (a dead
+server) or a restart under the same identity clear the mark: the item is
+back at its original position, since order is the row's id.
+
+**Batching:** a ``set`` on a queue without ``max_items``/``max_bytes`` is
+buffered and answered True at once; ``commit()`` (which the shell awaits
+before sending any reply) writes every buffered item of every connection in
+one transaction: one INSERT round and one COMMIT per round, rounds one
+after another. A set on a limited queue, and every other call, first waits
+for the buffered items, so each connection sees its own sets.
+
+**Threads, not an async driver:** psycopg's async connection needs asyncio's
+event loop and does not run under trio, so each database call runs on a
+plain (blocking) psycopg connection in a worker thread
+(``trio.to_thread.run_sync``), from a small pool: the trio thread never
+waits on the network, and a connection is only ever used by one thread at
+a time. A lost connection is dropped and the call answers
+``SERVER_ERROR store unavailable``; the next call connects again, so the
+server recovers by itself when the database comes back.
+
+**Wake-ups across servers:** a commit that makes items available sends
+``NOTIFY``; one thread per server ``LISTEN``s and wakes readers parked on
+those names. A parked reader also polls every ``poll_interval`` seconds, so
+waiting still works where notifications do not arrive (a
+transaction-pooling PgBouncer).
+
+Counters kept per server, not in the database: ``age`` (of the last item
+this server handed out), ``waiters`` (readers parked here), and which
+queues exist (``exists`` is answered from memory: names seen here, refreshed
+by each ``stats``).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+
+from ..queue import (MAX_FLAGS, NO_LIMITS, Item, Owner, QueueLimits, QueueStatistics, Waiters,
+                     expiry_time, wake_one)
+from .interface import Pending, StoreError
+
+log = logging.getLogger("starlingpy.store.postgres")
+
+UNAVAILABLE = b"SERVER_ERROR store unavailable"
+DEFAULT_LEASE = 30.0
+DEFAULT_POOL_SIZE = 4
+DEFAULT_POLL_INTERVAL = 1.0
+CONNECT_TIMEOUT = 5  # seconds: an unreachable database answers SERVER_ERROR, not a hang
+NOTIFY_CHANNEL = "starlingpy"
+_INIT_LOCK = 0x5374_6172  # advisory lock key: servers starting together create the schema once
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS starling_queues (
+    name bytea PRIMARY KEY,
+    total_items bigint NOT NULL DEFAULT 0,
+    expired_items bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS starling_items (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue bytea NOT NULL,
+    data bytea NOT NULL,
+    flags bigint NOT NULL,
+    expiry double precision NOT NULL,   -- unix time; 0: never
+    added double precision NOT NULL,    -- unix time
+    lease_server text,                  -- an open item: who holds it, and until when
+    lease_conn bigint,
+    lease_until timestamptz
+);
+CREATE INDEX IF NOT EXISTS starling_items_ready
+    ON starling_items (queue, id) WHERE lease_server IS NULL;
+CREATE INDEX IF NOT EXISTS starling_items_leased
+    ON starling_items (lease_server, lease_conn) WHERE lease_server IS NOT NULL;
+CREATE TABLE IF NOT EXISTS starling_imported (
+    source text PRIMARY KEY,            -- what `store import` copied already
+    records bigint NOT NULL
+);
+"""
+
+_HEAD = ("SELECT id, data, flags, expiry, added FROM starling_items"
+         " WHERE queue = %s AND lease_server IS NULL ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED")
+_UNLEASE = "UPDATE starling_items SET lease_server = NULL, lease_conn = NULL, lease_until = NULL"
+
+
+def libpq_url(url: str) -> str:
+    """The URL libpq understands: SQLAlchemy's ``postgresql+psycopg://``
+    spelling is accepted too; everything else (several hosts,
+    ``target_session_attrs``) is passed on as it is."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.startswith("postgresql+"):
+        return "postgresql://" + rest
+    if sep and scheme.startswith("postgres+"):
+        return "postgres://" + rest
+    return url
+
+
+def default_identity(port: int) -> str:
+    """This server's name in leases: the same after a restart on the same
+    machine and port, different for two servers side by side."""
+    return f"{socket.gethostname()}:{port}"
+
+
+class _Connections:
+    """A few blocking psycopg connections, each used by one worker thread
+    at a time; made when needed, dropped when broken."""
+
+    def __init__(self, conninfo: str, size: int, schema: str | None) -> None:
+        self._conninfo = conninfo
+        self._schema = schema
+        self._idle: list = []
+        self._limiter = trio.CapacityLimiter(size)
+        self._closed = False
+
+    def connect(self):
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.OperationalError as error:
+            raise StoreError(UNAVAILABLE, f"cannot connect to the database: {error}") from None
+        if self._schema:
+            conn.execute(f'SET search_path TO "{self._schema}"')
+        return conn
+
+    def run_now(self, work: Callable, *args):
+        """``work(conn, *args)`` on this thread (start-up, the command line)."""
+        return self._in_thread(None, work, args)[0]
+
+    async def run(self, work: Callable, *args):
+        """``work(conn, *args)`` in a worker thread, on a pooled connection."""
+        if self._closed:
+            raise StoreError(UNAVAILABLE, "store is closed")
+        async with self._limiter:
+            conn = self._idle.pop() if self._idle else None
+            result, conn = await trio.to_thread.run_sync(self._in_thread, conn, work, args)
+            if conn is not None:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._idle.append(conn)
+            if result.__class__ is StoreError:
+                raise result
+            return result
+
+    def _in_thread(self, conn, work: Callable, args: tuple):
+        import psycopg
+
+        try:
+            if conn is None or conn.closed:
+                conn = self.connect()
+            return work(conn, *args), conn
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            log.warning("database connection lost: %s", error)
+            if conn is not None:
+                conn.close()
+            return StoreError(UNAVAILABLE, str(error)), None
+        except StoreError as error:
+            return error, conn
+
+    def close(self) -> None:
+        self._closed = True
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+
+
+@dataclass
+class _Round:
+    """Puts written in one transaction. ``entries``: ``(name, data, flags,
+    expiry, added, limited)``; ``stored[i]`` says whether entry i was kept."""
+    entries: list = field(default_factory=list)
+    stored: list[bool] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
+    error: StoreError | None = None
+
+
+class PostgresStore:
+    """Queues in a PostgreSQL database, shared with every other server on it."""
+
+    def __init__(self, url: str, *, identity: str, schema: str | None = None,
+                 default_limits: QueueLimits = NO_LIMITS,
+                 limits_by_name: Mapping[bytes, QueueLimits] = {},
+                 clock: Callable[[], float] = time.time, lease: float = DEFAULT_LEASE,
+                 pool_size: int = DEFAULT_POOL_SIZE,
+                 poll_interval: float = DEFAULT_POLL_INTERVAL, max_queues: int | None = None) -> None:
+        self.url = libpq_url(url)
+        self.identity = identity
+        self.schema = schema
+        self.clock = clock
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.max_queues = max_queues
+        self._default_limits = default_limits
+        self._limits_by_name = dict(limits_by_name)
+        self._channel = f"{NOTIFY_CHANNEL}_{schema}" if schema else NOTIFY_CHANNEL
+        self._db = _Connections(self.url, pool_size, schema)
+        self._waiters = Waiters()
+        self._known: set[bytes] = set()  # queue names seen (exists() answers from memory)
+        self._age: dict[bytes, float] = {}  # seconds the last item handed out here had waited
+        self._open_names: dict[Owner, set[bytes]] = {}
+        self._round = _Round()  # buffered puts not written yet
+        self._last_round: _Round | None = None  # the latest round given items
+        self._round_lock: trio.Lock | None = None
+        self._closed = False
+
+    @classmethod
+    def open(cls, url: str, **kwargs) -> PostgresStore:
+        """A store over ``url``: the schema made if missing, and the leases
+        an earlier run under the same identity held let go (they come back
+        to their queues). Raises StoreError if the database is unreachable."""
+        store = cls(url, **kwargs)
+        store._db.run_now(create_schema, store.schema)
+        released = store._db.run_now(_release_identity, store.identity, store._channel)
+        if released:
+            log.info("released %d open items held by an earlier run of %s", released, store.identity)
+        return store
+
+    def _limits(self, name: bytes) -> QueueLimits:
+        return self._limits_by_name.get(name, self._default_limits)
+
+    # -- queues ------------------------------------------------------------
+
+    def exists(self, name: bytes) -> bool:
+        return name in self._known
+
+    def put(self, name: bytes, data: bytes, flags: int, exptime: int):
+        if not 0 <= flags <= MAX_FLAGS:
+            raise ValueError(f"flags must fit in 32 bits, not {flags}")
+        if self._closed:
+            raise StoreError(UNAVAILABLE, "store is closed")
+        limits = self._limits(name)
+        if limits.max_item_size is not None and len(data) > limits.max_item_size:
+            return False
+        if (self.max_queues is not None and name not in self._known
+                and len(self._known) >= self.max_queues):
+            raise StoreError(b"SERVER_ERROR too many queues")
+        now = self.clock()
+        expiry = expiry_time(exptime, now, limits.max_age)
+        limited = limits.max_items is not None or limits.max_bytes is not None
+        current = self._round
+        current.entries.append((name, data, flags, expiry, now, limited))
+        self._last_round = current
+        self._known.add(name)
+        slot = self._waiters.slot(name)
+        if slot:  # a reader woken now takes after this round is written
+            wake_one(slot)
+        else:
+            self._waiters.forget_if_idle(name)
+        if not limited:
+            return True
+        return Pending(partial(self._decided, current, len(current.entries) - 1))
+
+    async def _decided(self, current: _Round, index: int) -> bool:
+        await self._write_round(current)
+        return current.stored[index]
+
+    def delete(self, name: bytes):
+        for names in self._open_names.values():
+            names.discard(name)
+        self._known.discard(name)
+        return self._later(_delete_queue, name)
+
+    def flush(self, name: bytes):
+        return self._later(_flush_queues, [name])
+
+    def flush_all(self):
+        return self._later(_flush_queues, None)
+
+    # -- taking ------------------------------------------------------------
+
+    def take(self, names: Sequence[bytes]):
+        return Pending(partial(self._claim, list(names), "take", None))
+
+    def peek(self, names: Sequence[bytes]):
+        return Pending(partial(self._claim, list(names), "peek", None))
+
+    def open_item(self, names: Sequence[bytes], owner: Owner):
+        return Pending(partial(self._claim, list(names), "open", owner))
+
+    async def _claim(self, names: list[bytes], how: str, owner: Owner) -> Item | None:
+        await self._settle_puts()
+        lease = (self.identity, owner, self.lease) if how == "open" else None
+        found = await self._db.run(_claim, names, how, lease, self.clock())
+        if found is None:
+            return None
+        name, item = found
+        if how != "peek":
+            self._age[name] = self.clock() - item.added
+        if how == "open":
+            self._open_names.setdefault(owner, set()).add(name)
+        return item
+
+    def close_item(self, names: Sequence[bytes], owner: Owner):
+        return self._settle(names, owner, close=True)
+
+    def abort_item(self, names: Sequence[bytes], owner: Owner):
+        return self._settle(names, owner, close=False)
+
+    def _settle(self, names: Sequence[bytes], owner: Owner, close: bool):
+        held = self._open_names.get(owner)
+        if not held:
+            return False
+        mine = [name for name in names if name in held]
+        if not mine:
+            return False
+        held.difference_update(mine)
+        if not held:
+            del self._open_names[owner]
+        return Pending(partial(self._settle_later, mine, owner, close))
+
+    async def _settle_later(self, names: list[bytes], owner: Owner, close: bool) -> bool:
+        await self._settle_puts()
+        settled = await self._db.run(_end_leases, self.identity, owner, names, close, self._channel)
+        if not close:
+            self._wake(settled)
+        return bool(settled)
+
+    def holds_open(self, owner: Owner, names: Sequence[bytes] | None = None) -> bool:
+        held = self._open_names.get(owner)
+        if not held:
+            return False
+        return names is None or any(name in held for name in names)
+
+    def release(self, owner: Owner):
+        if not self._open_names.pop(owner, None):
+            return None
+        return Pending(partial(self._settle_later, None, owner, False))
+
+    # -- waiting -----------------------------------------------------------
+
+    async def wait_for_item(self, names: Sequence[bytes], deadline: float) -> None:
+        """See :meth:`Store.wait_for_item`: woken by this server's puts, by
+        notifications from the others, and by a poll every ``poll_interval``."""
+        reader = trio.Event()
+        slots = [self._waiters.slot(name) for name in names]
+        for slot in slots:
+            slot[reader] = None
+        try:
+            while True:
+                with trio.move_on_at(min(deadline, trio.current_time() + self.poll_interval)):
+                    await reader.wait()
+                if reader.is_set() or trio.current_time() >= deadline:
+                    return
+                try:
+                    if await self._db.run(_any_ready, list(names)):
+                        return
+                except StoreError:
+                    return  # the take that follows answers the error
+        finally:
+            for name, slot in zip(names, slots):
+                slot.pop(reader, None)
+                self._waiters.forget_if_idle(name)
+
+    def _wake(self, counts: Mapping[bytes, int]) -> None:
+        """Items became available: wake as many parked readers here."""
+        for name, count in counts.items():
+            slot = self._waiters.slot(name)
+            for _ in range(min(count, len(slot))):
+                wake_one(slot)
+            self._waiters.forget_if_idle(name)
+
+    def _heard(self, payload: str) -> None:
+        """A notification from a server (maybe this one): ``identity name-hex count``."""
+        try:
+            sender, name, count = payload.rsplit(" ", 2)
+            if sender != self.identity:
+                self._wake({bytes.fromhex(name): int(count)})
+        except ValueError:
+            log.warning("ignoring a malformed notification %r", payload)
+
+    # -- the rest ----------------------------------------------------------
+
+    def statistics(self):
+        return Pending(self._statistics)
+
+    async def _statistics(self) -> dict[bytes, QueueStatistics]:
+        await self._settle_puts()
+        rows = await self._db.run(_statistics)
+        self._known = {row[0] for row in rows} | {entry[0] for entry in self._round.entries}
+        stats = {}
+        for name, total, expired, items, size, opened in rows:
+            stats[name] = QueueStatistics(items, total, 0, expired, int(self._age.get(name, 0) * 1000),
+                                          size, opened, self._waiters.count(name))
+        for name, count in self._waiters.parked():
+            if name not in stats:
+                stats[name] = QueueStatistics(0, 0, 0, 0, 0, 0, 0, count)
+        return dict(sorted(stats.items()))
+
+    def commit(self) -> Pending[None] | None:
+        if not self._round.entries:
+            return None
+        return Pending(partial(self._write_round, self._round))
+
+    async def _settle_puts(self) -> None:
+        """Wait until every put made so far is written (each connection
+        reads its own sets)."""
+        latest = self._last_round
+        if latest is not None and not latest.done.is_set():
+            await self._write_round(latest)
+
+    async def _write_round(self, current: _Round) -> None:
+        """Write ``current`` and the rounds before it, one transaction each,
+        one at a time; raise its error if it failed."""
+        if not current.done.is_set():
+            if self._round_lock is None:
+                self._round_lock = trio.Lock()
+            async with self._round_lock:
+                if not current.done.is_set():
+                    if current is self._round:
+                        self._round = _Round()  # puts from now on go to the next round
+                    try:
+                        # (readers here were woken by put itself)
+                        current.stored = await self._db.run(
+                            _insert_round, current.entries, self._limits, self.identity,
+                            self._channel)
+                    except StoreError as error:
+                        current.error = error
+                    finally:
+                        current.done.set()
+        if current.error is not None:
+            raise StoreError(current.error.reply, str(current.error))
+
+    def _later(self, work: Callable, *args) -> Pending:
+        async def run():
+            await self._settle_puts()
+            return await self._db.run(work, *args)
+        return Pending(run)
+
+    async def run_background(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Renew this server's leases, return those of dead servers, and
+        listen for notifications, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._listen)
+            task_status.started()
+            while True:
+                await trio.sleep(self.lease / 3)
+                try:
+                    returned = await self._db.run(_keep_leases, self.identity, self.lease,
+                                                  self._channel)
+                    self._wake(returned)
+                except StoreError as error:
+                    log.warning("cannot renew leases: %s", error)
+
+    async def _listen(self) -> None:
+        token = trio.lowlevel.current_trio_token()
+        stop = threading.Event()
+        try:
+            await trio.to_thread.run_sync(self._listen_in_thread, token, stop,
+                                          abandon_on_cancel=True)
+        finally:
+            stop.set()
+
+    def _listen_in_thread(self, token, stop: threading.Event) -> None:
+        import psycopg
+
+        while not stop.is_set():
+            try:
+                with self._db.connect() as conn:
+                    conn.execute(f'LISTEN "{self._channel}"')
+                    while not stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            trio.from_thread.run_sync(self._heard, note.payload, trio_token=token)
+            except (psycopg.Error, StoreError) as error:
+                log.warning("not hearing notifications (polling meanwhile): %s", error)
+                stop.wait(self.poll_interval)
+            except trio.RunFinishedError:
+                return
+
+    def abandon(self) -> None:
+        """Stop as a crash would: nothing more is written (tests)."""
+        self._closed = True
+        self._round = _Round()
+        self._db.close()
+
+    def close(self) -> None:
+        """Every connection closed. Buffered puts were written by the
+        commits before their replies; any left were never acknowledged."""
+        self._closed = True
+        self._db.close()
+
+
+# -- the SQL, run in worker threads --------------------------------------------
+
+
+def create_schema(conn, schema: str | None) -> None:
+    """Make the tables if missing (idempotent; safe with servers starting together)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_INIT_LOCK,))
+        if schema:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(SCHEMA_SQL)
+
+
+def _notify(conn, channel: str, identity: str, counts: Mapping[bytes, int]) -> None:
+    for name, count in counts.items():
+        conn.execute("SELECT pg_notify(%s, %s)", (channel, f"{identity} {name.hex()} {count}"))
+
+
+def _insert_round(conn, entries: list, limits_of: Callable, identity: str, channel: str):
+    """One transaction for a round of puts; whether each entry was kept.
+    The other servers hear how many items each queue gained."""
+    stored = [True] * len(entries)
+    totals: dict[bytes, list[int]] = {}  # name -> [total, expired]
+    rows: list[tuple] = []
+    by_queue: dict[bytes, list[int]] = {}
+    for index, (name, data, flags, expiry, added, limited) in enumerate(entries):
+        counts = totals.setdefault(name, [0, 0])
+        if expiry and expiry <= added:  # already expired: counted, not kept
+            counts[0] += 1
+            counts[1] += 1
+            continue
+        by_queue.setdefault(name, []).append(index)
+    with conn.transaction():
+        cur = conn.cursor()
+        # Queue rows first, in name order, so concurrent rounds lock them alike.
+        cur.executemany("INSERT INTO starling_queues (name) VALUES (%s) ON CONFLICT DO NOTHING",
+                        [(name,) for name in sorted(totals)])
+        for name, indexes in by_queue.items():
+            if entries[indexes[0]][5]:
+                indexes = by_queue[name] = _fit(cur, name, indexes, entries, limits_of(name), stored)
+            totals[name][0] += len(indexes)
+            rows += [(name, *entries[i][1:5]) for i in indexes]
+        if rows:
+            cur.executemany("INSERT INTO starling_items (queue, data, flags, expiry, added)"
+                            " VALUES (%s, %s, %s, %s, %s)", rows)
+        cur.executemany("UPDATE starling_queues SET total_items = total_items + %s,"
+                        " expired_items = expired_items + %s WHERE name = %s",
+                        [(total, expired, name) for name, (total, expired) in sorted(totals.items())])
+        woken = {name: len(indexes) for name, indexes in by_queue.items() if indexes}
+        _notify(conn, channel, identity, woken)
+    return stored
+
+
+def _fit(cur, name: bytes, indexes: list[int], entries: list, limits: QueueLimits,
+         stored: list[bool]) -> list[int]:
+    """The entries of a limited queue that fit, oldest items discarded first
+    where the queue says so; ``stored`` marks the refused ones False."""
+    cur.execute("SELECT 1 FROM starling_queues WHERE name = %s FOR UPDATE", (name,))
+    count, size = cur.execute("SELECT count(*), coalesce(sum(length(data)), 0) FROM starling_items"
+                              " WHERE queue = %s AND lease_server IS NULL", (name,)).fetchone()
+    kept: list[int] = []
+    for index in indexes:
+        length = len(entries[index][1])
+        if limits.max_items == 0 or (limits.max_bytes is not None and length > limits.max_bytes):
+            stored[index] = False
+            continue
+        while ((limits.max_items is not None and count >= limits.max_items)
+               or (limits.max_bytes is not None and size + length > limits.max_bytes)):
+            if not limits.discard_old or not count:
+                break
+            if kept:  # the oldest waiting item is one of this round's
+                dropped = kept.pop(0)  # stored, then discarded, as the journal does
+                dropped_size = len(entries[dropped][1])
+            else:
+                row = cur.execute("DELETE FROM starling_items WHERE id = (SELECT id FROM starling_items"
+                                  " WHERE queue = %s AND lease_server IS NULL ORDER BY id LIMIT 1"
+                                  " FOR UPDATE) RETURNING length(data)", (name,)).fetchone()
+                if row is None:
+                    break
+                dropped_size = row[0]
+            count -= 1
+            size -= dropped_size
+        if ((limits.max_items is not None and count >= limits.max_items)
+                or (limits.max_bytes is not None and size + length > limits.max_bytes)):
+            stored[index] = False
+            continue
+        kept.append(index)
+        count += 1
+        size += length
+    return kept
+
+
+def _claim(conn, names: list[bytes], how: str, lease: tuple | None, now: float):
+    """The head item of the first of ``names`` that has one, taken, held
+    (``lease``: server, owner, seconds) or only looked at: ``(name, Item)``
+    or None. Expired heads met on the way are dropped and counted."""
+    with conn.transaction():
+        cur = conn.cursor()
+        for name in names:
+            expired = 0
+            while (row := cur.execute(_HEAD, (name,)).fetchone()) is not None:
+                if row[3] and row[3] <= now:
+                    cur.execute("DELETE FROM starling_items WHERE id = %s", (row[0],))
+                    expired += 1
+                    continue
+                break
+            if expired:
+                cur.execute("UPDATE starling_queues SET expired_items = expired_items + %s"
+                            " WHERE name = %s", (expired, name))
+            if row is not None:
+                if how == "take":
+                    cur.execute("DELETE FROM starling_items WHERE id = %s", (row[0],))
+                elif how == "open":
+                    server, owner, seconds = lease
+                    cur.execute("UPDATE starling_items SET lease_server = %s, lease_conn = %s,"
+                                " lease_until = now() + make_interval(secs => %s) WHERE id = %s",
+                                (server, owner, seconds, row[0]))
+                return name, Item(bytes(row[1]), row[2], row[3], row[4])
+    return None
+
+
+def _end_leases(conn, identity: str, owner: Owner, names: list[bytes] | None, close: bool,
+                channel: str) -> dict[bytes, int]:
+    """Close (delete) or abort (unmark) ``owner``'s open items on ``names``
+    (None: all of them); items settled, by queue."""
+    where = " WHERE lease_server = %s AND lease_conn = %s"
+    params: tuple = (identity, owner)
+    if names is not None:
+        where += " AND queue = ANY(%s)"
+        params += (names,)
+    head = "DELETE FROM starling_items" if close else _UNLEASE
+    with conn.transaction():
+        rows = conn.execute(head + where + " RETURNING queue", params).fetchall()
+        counts = _count_names(rows)
+        if not close:
+            _notify(conn, channel, identity, counts)
+    return counts
+
+
+def _count_names(rows) -> dict[bytes, int]:
+    counts: dict[bytes, int] = {}
+    for (name,) in rows:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _release_identity(conn, identity: str, channel: str) -> int:
+    """Every lease held under ``identity`` goes back (a restart)."""
+    with conn.transaction():
+        rows = conn.execute(_UNLEASE + " WHERE lease_server = %s RETURNING queue",
+                            (identity,)).fetchall()
+        _notify(conn, channel, identity, _count_names(rows))
+    return len(rows)
+
+
+def _keep_leases(conn, identity: str, lease: float, channel: str) -> dict[bytes, int]:
+    """Renew this server's leases; return to their queues the items whose
+    lease ran out (their server is gone). Items returned, by queue."""
+    with conn.transaction():
+        conn.execute("UPDATE starling_items SET lease_until = now() + make_interval(secs => %s)"
+                     " WHERE lease_server = %s", (lease, identity))
+        rows = conn.execute(_UNLEASE + " WHERE lease_server IS NOT NULL AND lease_until < now()"
+                            " RETURNING queue").fetchall()
+        counts = _count_names(rows)
+        _notify(conn, channel, identity, counts)
+    return counts
+
+
+def _any_ready(conn, names: list[bytes]) -> bool:
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM starling_items WHERE queue = ANY(%s)"
+                        " AND lease_server IS NULL)", (names,)).fetchone()[0]
+
+
+def _delete_queue(conn, name: bytes) -> bool:
+    with conn.transaction():
+        conn.execute("DELETE FROM starling_items WHERE queue = %s", (name,))
+        return conn.execute("DELETE FROM starling_queues WHERE name = %s", (name,)).rowcount > 0
+
+
+def _flush_queues(conn, names: list[bytes] | None) -> None:
+    if names is None:
+        conn.execute("DELETE FROM starling_items WHERE lease_server IS NULL")
+    else:
+        conn.execute("DELETE FROM starling_items WHERE queue = ANY(%s) AND lease_server IS NULL",
+                     (names,))
+
+
+def _statistics(conn) -> list[tuple]:
+    return conn.execute(
+        "SELECT q.name, q.total_items, q.expired_items,"
+        " count(i.id) FILTER (WHERE i.lease_server IS NULL),"
+        " coalesce(sum(length(i.data)) FILTER (WHERE i.lease_server IS NULL), 0),"
+        " count(i.id) FILTER (WHERE i.lease_server IS NOT NULL)"
+        " FROM starling_queues q LEFT JOIN starling_items i ON i.queue = q.name"
+        " GROUP BY q.name ORDER BY q.name").fetchall()
