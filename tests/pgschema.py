@@ -17,6 +17,8 @@ def private_schema() -> Iterator[str]:
     """A fresh schema's name, dropped with everything in it afterwards."""
     psycopg = pytest.importorskip("psycopg")
     schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
         yield schema
     finally:

@@ -12,7 +12,7 @@ import sys
 
 from starlingpy import __version__
 
-SUBCOMMANDS = ("serve", "stats", "work", "failed", "supervise", "dashboard")
+SUBCOMMANDS = ("serve", "stats", "work", "failed", "supervise", "dashboard", "store")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,6 +53,7 @@ by each ``stats``).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -123,8 +124,24 @@ def libpq_url(url: str) -> str:
 
 def default_identity(port: int) -> str:
     """This server's name in leases: the same after a restart on the same
-    machine and port, different for two servers side by side."""
+    machine and port, different for two servers side by side (a server on
+    a port picked by the system is never the same one again)."""
+    if port == 0:
+        return f"{socket.gethostname()}:pid{os.getpid()}:{time.time():.0f}"
     return f"{socket.gethostname()}:{port}"
+
+
+def open_configured(config, port: int) -> PostgresStore:
+    """The store a server's configuration asks for (``[store] kind = "postgresql"``)."""
+    settings = config.store
+    if not settings.url:
+        raise StoreError(b"SERVER_ERROR no url", "the postgresql store needs a url "
+                         "([store] url = ... or serve --store URL)")
+    return PostgresStore.open(
+        settings.url, identity=settings.identity or default_identity(port),
+        default_limits=config.default_limits, limits_by_name=config.limits_by_name,
+        lease=settings.lease, pool_size=settings.pool_size,
+        max_queues=settings.max_queues or None)
 
 
 class _Connections:
@@ -151,7 +168,12 @@ class _Connections:
 
     def run_now(self, work: Callable, *args):
         """``work(conn, *args)`` on this thread (start-up, the command line)."""
-        return self._in_thread(None, work, args)[0]
+        result, conn = self._in_thread(None, work, args)
+        if conn is not None:
+            conn.close()
+        if result.__class__ is StoreError:
+            raise result
+        return result
 
     async def run(self, work: Callable, *args):
         """``work(conn, *args)`` in a worker thread, on a pooled connection."""
@@ -493,6 +515,9 @@ class PostgresStore:
             except trio.RunFinishedError:
                 return
 
+    def observe_syncs(self, observer: Callable) -> None:
+        """No fsyncs of ours to report: the database's commit is the sync."""
+
     def abandon(self) -> None:
         """Stop as a crash would: nothing more is written (tests)."""
         self._closed = True
@@ -504,6 +529,15 @@ class PostgresStore:
         commits before their replies; any left were never acknowledged."""
         self._closed = True
         self._db.close()
+
+
+def create_in(url: str, schema: str | None = None) -> None:
+    """Create the tables at ``url`` (``starlingpy store init``); StoreError if unreachable."""
+    connections = _Connections(libpq_url(url), 1, schema)
+    try:
+        connections.run_now(create_schema, schema)
+    finally:
+        connections.close()
 
 
 # -- the SQL, run in worker threads --------------------------------------------
