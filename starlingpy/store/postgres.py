@@ -148,8 +148,9 @@ class _Connections:
     """A few blocking psycopg connections, each used by one worker thread
     at a time; made when needed, dropped when broken."""
 
-    def __init__(self, conninfo: str, size: int, schema: str | None) -> None:
+    def __init__(self, conninfo: str, size: int, schema: str | None, name: str = "starlingpy") -> None:
         self._conninfo = conninfo
+        self._name = name  # application_name: operators (and tests) tell servers apart
         self._schema = schema
         self._idle: list = []
         self._limiter = trio.CapacityLimiter(size)
@@ -159,7 +160,8 @@ class _Connections:
         import psycopg
 
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                                   application_name=self._name[:63])
         except psycopg.OperationalError as error:
             raise StoreError(UNAVAILABLE, f"cannot connect to the database: {error}") from None
         if self._schema:
@@ -242,7 +244,7 @@ class PostgresStore:
         self._default_limits = default_limits
         self._limits_by_name = dict(limits_by_name)
         self._channel = f"{NOTIFY_CHANNEL}_{schema}" if schema else NOTIFY_CHANNEL
-        self._db = _Connections(self.url, pool_size, schema)
+        self._db = _Connections(self.url, pool_size, schema, f"starlingpy {identity}")
         self._waiters = Waiters()
         self._known: set[bytes] = set()  # queue names seen (exists() answers from memory)
         self._age: dict[bytes, float] = {}  # seconds the last item handed out here had waited
