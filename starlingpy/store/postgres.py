@@ -64,8 +64,7 @@ from typing import Any
 
 import trio
 
-from ..queue import (MAX_FLAGS, NO_LIMITS, Item, Owner, QueueLimits, QueueStatistics, Waiters,
-                     expiry_time, wake_one)
+from ..queue import MAX_FLAGS, NO_LIMITS, Item, Owner, QueueLimits, QueueStatistics, Waiters, expiry_time, wake_one
 from .interface import Pending, StoreError
 
 log = logging.getLogger("starlingpy.store.postgres")
@@ -566,7 +565,7 @@ def _insert_round(conn, entries: list, limits_of: Callable, identity: str, chann
     totals: dict[bytes, list[int]] = {}  # name -> [total, expired]
     rows: list[tuple] = []
     by_queue: dict[bytes, list[int]] = {}
-    for index, (name, data, flags, expiry, added, limited) in enumerate(entries):
+    for index, (name, _, _, expiry, added, _) in enumerate(entries):
         counts = totals.setdefault(name, [0, 0])
         if expiry and expiry <= added:  # already expired: counted, not kept
             counts[0] += 1
