@@ -104,8 +104,6 @@ CREATE TABLE IF NOT EXISTS starling_imported (
 );
 """
 
-_HEAD = ("SELECT id, data, flags, expiry, added FROM starling_items"
-         " WHERE queue = %s AND lease_server IS NULL ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED")
 _UNLEASE = "UPDATE starling_items SET lease_server = NULL, lease_conn = NULL, lease_until = NULL"
 
 
@@ -632,32 +630,39 @@ def _fit(cur, name: bytes, indexes: list[int], entries: list, limits: QueueLimit
     return kept
 
 
+_NEXT = ("(SELECT id FROM starling_items WHERE queue = %s AND lease_server IS NULL"
+         " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)")
+_CLAIMS = {
+    # One statement each, run outside any explicit transaction: one round
+    # trip, committed (durable) before the answer comes back.
+    "take": "DELETE FROM starling_items WHERE id = " + _NEXT
+            + " RETURNING id, data, flags, expiry, added",
+    "open": "UPDATE starling_items SET lease_server = %s, lease_conn = %s,"
+            " lease_until = now() + make_interval(secs => %s) WHERE id = " + _NEXT
+            + " RETURNING id, data, flags, expiry, added",
+    "peek": "SELECT id, data, flags, expiry, added FROM starling_items"
+            " WHERE queue = %s AND lease_server IS NULL ORDER BY id LIMIT 1",
+}
+
+
 def _claim(conn, names: list[bytes], how: str, lease: tuple | None, now: float):
     """The head item of the first of ``names`` that has one, taken, held
     (``lease``: server, owner, seconds) or only looked at: ``(name, Item)``
     or None. Expired heads met on the way are dropped and counted."""
-    with conn.transaction():
-        cur = conn.cursor()
-        for name in names:
-            expired = 0
-            while (row := cur.execute(_HEAD, (name,)).fetchone()) is not None:
-                if row[3] and row[3] <= now:
-                    cur.execute("DELETE FROM starling_items WHERE id = %s", (row[0],))
-                    expired += 1
-                    continue
+    statement = _CLAIMS[how]
+    for name in names:
+        expired = 0
+        while (row := conn.execute(statement, (*(lease or ()), name)).fetchone()) is not None:
+            if not row[3] or row[3] > now:
                 break
-            if expired:
-                cur.execute("UPDATE starling_queues SET expired_items = expired_items + %s"
-                            " WHERE name = %s", (expired, name))
-            if row is not None:
-                if how == "take":
-                    cur.execute("DELETE FROM starling_items WHERE id = %s", (row[0],))
-                elif how == "open":
-                    server, owner, seconds = lease
-                    cur.execute("UPDATE starling_items SET lease_server = %s, lease_conn = %s,"
-                                " lease_until = now() + make_interval(secs => %s) WHERE id = %s",
-                                (server, owner, seconds, row[0]))
-                return name, Item(bytes(row[1]), row[2], row[3], row[4])
+            if how != "take":  # an expired head: dropped, as a take would have
+                conn.execute("DELETE FROM starling_items WHERE id = %s", (row[0],))
+            expired += 1
+        if expired:
+            conn.execute("UPDATE starling_queues SET expired_items = expired_items + %s"
+                         " WHERE name = %s", (expired, name))
+        if row is not None:
+            return name, Item(row[1], row[2], row[3], row[4])
     return None
 
 
