@@ -18,7 +18,7 @@ from pathlib import Path
 from ..blocks import ItemRun, thaw
 from ..journal import SyncPolicy
 from ..journal.store import JournalStore
-from .postgres import _Connections, create_schema, libpq_url
+from .postgres import _Connections, _count, create_schema, libpq_url
 
 
 def import_spool(url: str, directory: str | Path, schema: str | None = None) -> dict[bytes, int | None]:
@@ -48,9 +48,8 @@ def _copy_queue(conn, source: str, name: bytes, items: list) -> int | None:
                                " ON CONFLICT DO NOTHING", (source, len(items))).rowcount
         if not claimed:
             return None
-        conn.execute("INSERT INTO starling_queues (name, total_items) VALUES (%s, %s)"
-                     " ON CONFLICT (name) DO UPDATE SET total_items"
-                     " = starling_queues.total_items + excluded.total_items", (name, len(items)))
+        conn.execute("INSERT INTO starling_queues (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+        _count(conn.cursor(), "import", [(name, len(items), 0)])
         with conn.cursor().copy("COPY starling_items (queue, data, flags, expiry, added)"
                                 " FROM STDIN") as copy:
             for data, flags, expiry, added in items:

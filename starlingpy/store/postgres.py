@@ -79,9 +79,16 @@ _INIT_LOCK = 0x5374_6172  # advisory lock key: servers starting together create 
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS starling_queues (
-    name bytea PRIMARY KEY,
+    name bytea PRIMARY KEY
+);
+-- Counters by queue and by server: each server adds to its own row, so
+-- servers never wait on one another's counter updates.
+CREATE TABLE IF NOT EXISTS starling_counters (
+    name bytea NOT NULL,
+    server text NOT NULL,
     total_items bigint NOT NULL DEFAULT 0,
-    expired_items bigint NOT NULL DEFAULT 0
+    expired_items bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, server)
 );
 CREATE TABLE IF NOT EXISTS starling_items (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -222,6 +229,15 @@ class _Round:
     error: StoreError | None = None
 
 
+@dataclass
+class _Takers:
+    """Takes of one queue claimed by one statement."""
+    wanted: int = 0
+    items: list[Item] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
+    error: StoreError | None = None
+
+
 class PostgresStore:
     """Queues in a PostgreSQL database, shared with every other server on it."""
 
@@ -249,6 +265,8 @@ class PostgresStore:
         self._round = _Round()  # buffered puts not written yet
         self._last_round: _Round | None = None  # the latest round given items
         self._round_lock: trio.Lock | None = None
+        self._takers: dict[bytes, _Takers] = {}  # takes of a queue waiting to be claimed together
+        self._claim_locks: dict[bytes, trio.Lock] = {}  # one claim of a queue in flight at a time
         self._closed = False
 
     @classmethod
@@ -317,6 +335,8 @@ class PostgresStore:
     # -- taking ------------------------------------------------------------
 
     def take(self, names: Sequence[bytes]):
+        if len(names) == 1:
+            return Pending(partial(self._take_together, names[0]))
         return Pending(partial(self._claim, list(names), "take", None))
 
     def peek(self, names: Sequence[bytes]):
@@ -328,7 +348,7 @@ class PostgresStore:
     async def _claim(self, names: list[bytes], how: str, owner: Owner) -> Item | None:
         await self._settle_puts()
         lease = (self.identity, owner, self.lease) if how == "open" else None
-        found = await self._db.run(_claim, names, how, lease, self.clock())
+        found = await self._db.run(_claim, names, how, lease, self.clock(), self.identity)
         if found is None:
             return None
         name, item = found
@@ -336,6 +356,43 @@ class PostgresStore:
             self._age[name] = self.clock() - item.added
         if how == "open":
             self._open_names.setdefault(owner, set()).add(name)
+        return item
+
+    async def _take_together(self, name: bytes) -> Item | None:
+        """A take of one queue, claimed together with the takes of that
+        queue that arrive while the claim before is in flight: one statement
+        and one commit for all of them, items handed out in arrival order."""
+        await self._settle_puts()
+        group = self._takers.get(name)
+        if group is None:
+            group = self._takers[name] = _Takers()
+        place = group.wanted
+        group.wanted += 1
+        if place == 0:  # the first taker claims for its group, once the claim before is done
+            with trio.CancelScope(shield=True):  # the others wait on it
+                lock = self._claim_locks.get(name)
+                if lock is None:
+                    lock = self._claim_locks[name] = trio.Lock()
+                async with lock:
+                    if self._takers.get(name) is group:
+                        del self._takers[name]  # takers from now on form the next group
+                    try:
+                        group.items = await self._db.run(_take_many, name, group.wanted,
+                                                         self.clock(), self.identity)
+                    except StoreError as error:
+                        group.error = error
+                    finally:
+                        group.done.set()
+                if not lock.statistics().tasks_waiting and not lock.locked():
+                    self._claim_locks.pop(name, None)
+        else:
+            await group.done.wait()
+        if group.error is not None:
+            raise StoreError(group.error.reply, str(group.error))
+        if place >= len(group.items):
+            return None
+        item = group.items[place]
+        self._age[name] = self.clock() - item.added
         return item
 
     def close_item(self, names: Sequence[bytes], owner: Owner):
@@ -583,9 +640,8 @@ def _insert_round(conn, entries: list, limits_of: Callable, identity: str, chann
         if rows:
             cur.executemany("INSERT INTO starling_items (queue, data, flags, expiry, added)"
                             " VALUES (%s, %s, %s, %s, %s)", rows)
-        cur.executemany("UPDATE starling_queues SET total_items = total_items + %s,"
-                        " expired_items = expired_items + %s WHERE name = %s",
-                        [(total, expired, name) for name, (total, expired) in sorted(totals.items())])
+        _count(cur, identity, [(name, total, expired)
+                               for name, (total, expired) in sorted(totals.items())])
         woken = {name: len(indexes) for name, indexes in by_queue.items() if indexes}
         _notify(conn, channel, identity, woken)
     return stored
@@ -645,7 +701,16 @@ _CLAIMS = {
 }
 
 
-def _claim(conn, names: list[bytes], how: str, lease: tuple | None, now: float):
+def _count(cur, server: str, counts: list[tuple[bytes, int, int]]) -> None:
+    """Add ``(name, total, expired)`` to this server's counters."""
+    cur.executemany("INSERT INTO starling_counters AS c (name, server, total_items, expired_items)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (name, server) DO UPDATE SET"
+                    " total_items = c.total_items + excluded.total_items,"
+                    " expired_items = c.expired_items + excluded.expired_items",
+                    [(name, server, total, expired) for name, total, expired in counts])
+
+
+def _claim(conn, names: list[bytes], how: str, lease: tuple | None, now: float, identity: str):
     """The head item of the first of ``names`` that has one, taken, held
     (``lease``: server, owner, seconds) or only looked at: ``(name, Item)``
     or None. Expired heads met on the way are dropped and counted."""
@@ -659,11 +724,34 @@ def _claim(conn, names: list[bytes], how: str, lease: tuple | None, now: float):
                 conn.execute("DELETE FROM starling_items WHERE id = %s", (row[0],))
             expired += 1
         if expired:
-            conn.execute("UPDATE starling_queues SET expired_items = expired_items + %s"
-                         " WHERE name = %s", (expired, name))
+            _count(conn.cursor(), identity, [(name, 0, expired)])
         if row is not None:
             return name, Item(row[1], row[2], row[3], row[4])
     return None
+
+
+def _take_many(conn, name: bytes, wanted: int, now: float, identity: str) -> list[Item]:
+    """Up to ``wanted`` head items of ``name``, taken in one statement (and
+    again for the places of expired ones, which are dropped and counted)."""
+    items: list[Item] = []
+    expired = 0
+    while len(items) < wanted:
+        asked = wanted - len(items)
+        rows = conn.execute(
+            "DELETE FROM starling_items WHERE id IN (SELECT id FROM starling_items"
+            " WHERE queue = %s AND lease_server IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, data, flags, expiry, added", (name, asked)).fetchall()
+        rows.sort()  # RETURNING keeps no order; ids are the queue's order
+        for _, data, flags, expiry, added in rows:
+            if expiry and expiry <= now:
+                expired += 1
+            else:
+                items.append(Item(data, flags, expiry, added))
+        if len(rows) < asked:
+            break  # nothing more there (or all held by other claims)
+    if expired:
+        _count(conn.cursor(), identity, [(name, 0, expired)])
+    return items
 
 
 def _end_leases(conn, identity: str, owner: Owner, names: list[bytes] | None, close: bool,
@@ -721,6 +809,7 @@ def _any_ready(conn, names: list[bytes]) -> bool:
 def _delete_queue(conn, name: bytes) -> bool:
     with conn.transaction():
         conn.execute("DELETE FROM starling_items WHERE queue = %s", (name,))
+        conn.execute("DELETE FROM starling_counters WHERE name = %s", (name,))
         return conn.execute("DELETE FROM starling_queues WHERE name = %s", (name,)).rowcount > 0
 
 
@@ -733,10 +822,14 @@ def _flush_queues(conn, names: list[bytes] | None) -> None:
 
 
 def _statistics(conn) -> list[tuple]:
-    return conn.execute(
-        "SELECT q.name, q.total_items, q.expired_items,"
-        " count(i.id) FILTER (WHERE i.lease_server IS NULL),"
-        " coalesce(sum(length(i.data)) FILTER (WHERE i.lease_server IS NULL), 0),"
-        " count(i.id) FILTER (WHERE i.lease_server IS NOT NULL)"
-        " FROM starling_queues q LEFT JOIN starling_items i ON i.queue = q.name"
-        " GROUP BY q.name ORDER BY q.name").fetchall()
+    rows = conn.execute(
+        "SELECT q.name, coalesce(c.total, 0), coalesce(c.expired, 0), coalesce(i.ready, 0),"
+        " coalesce(i.size, 0), coalesce(i.held, 0) FROM starling_queues q"
+        " LEFT JOIN (SELECT name, sum(total_items) AS total, sum(expired_items) AS expired"
+        "            FROM starling_counters GROUP BY name) c ON c.name = q.name"
+        " LEFT JOIN (SELECT queue, count(*) FILTER (WHERE lease_server IS NULL) AS ready,"
+        "            sum(length(data)) FILTER (WHERE lease_server IS NULL) AS size,"
+        "            count(*) FILTER (WHERE lease_server IS NOT NULL) AS held"
+        "            FROM starling_items GROUP BY queue) i ON i.queue = q.name"
+        " ORDER BY q.name").fetchall()
+    return [(name, *map(int, counts)) for name, *counts in rows]
