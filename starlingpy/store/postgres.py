@@ -58,6 +58,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -618,7 +619,6 @@ def _insert_round(conn, entries: list, limits_of: Callable, identity: str, chann
     The other servers hear how many items each queue gained."""
     stored = [True] * len(entries)
     totals: dict[bytes, list[int]] = {}  # name -> [total, expired]
-    rows: list[tuple] = []
     by_queue: dict[bytes, list[int]] = {}
     for index, (name, _, _, expiry, added, _) in enumerate(entries):
         counts = totals.setdefault(name, [0, 0])
@@ -627,24 +627,51 @@ def _insert_round(conn, entries: list, limits_of: Callable, identity: str, chann
             counts[1] += 1
             continue
         by_queue.setdefault(name, []).append(index)
-    with conn.transaction():
+    limited = sorted(name for name, indexes in by_queue.items() if entries[indexes[0]][5])
+    with conn.transaction() if limited else nullcontext():
         cur = conn.cursor()
-        # Queue rows first, in name order, so concurrent rounds lock them alike.
-        cur.executemany("INSERT INTO starling_queues (name) VALUES (%s) ON CONFLICT DO NOTHING",
-                        [(name,) for name in sorted(totals)])
+        for name in limited:  # (name order: concurrent rounds lock queue rows alike)
+            cur.execute("INSERT INTO starling_queues (name) VALUES (%s) ON CONFLICT DO NOTHING",
+                        (name,))
+            by_queue[name] = _fit(cur, name, by_queue[name], entries, limits_of(name), stored)
         for name, indexes in by_queue.items():
-            if entries[indexes[0]][5]:
-                indexes = by_queue[name] = _fit(cur, name, indexes, entries, limits_of(name), stored)
             totals[name][0] += len(indexes)
-            rows += [(name, *entries[i][1:5]) for i in indexes]
-        if rows:
-            cur.executemany("INSERT INTO starling_items (queue, data, flags, expiry, added)"
-                            " VALUES (%s, %s, %s, %s, %s)", rows)
-        _count(cur, identity, [(name, total, expired)
-                               for name, (total, expired) in sorted(totals.items())])
-        woken = {name: len(indexes) for name, indexes in by_queue.items() if indexes}
-        _notify(conn, channel, identity, woken)
+        order = sorted(i for indexes in by_queue.values() for i in indexes)
+        names = sorted(totals)
+        cur.execute(_WRITE_ROUND, {
+            "names": names, "server": identity, "channel": channel,
+            "totals": [totals[name][0] for name in names],
+            "expired": [totals[name][1] for name in names],
+            "queue": [entries[i][0] for i in order], "data": [entries[i][1] for i in order],
+            "flags": [entries[i][2] for i in order], "expiry": [entries[i][3] for i in order],
+            "added": [entries[i][4] for i in order],
+            "notes": [f"{identity} {name.hex()} {len(indexes)}"
+                      for name, indexes in by_queue.items() if indexes]})
     return stored
+
+
+# A round of puts in one statement (so, without a limited queue, in one
+# round trip that is also its commit): queue rows made, this server's
+# counters added to, items appended in the order given, other servers told.
+_WRITE_ROUND = """
+WITH made AS (
+    INSERT INTO starling_queues (name) SELECT unnest(%(names)s::bytea[]) ON CONFLICT DO NOTHING
+), counted AS (
+    INSERT INTO starling_counters AS c (name, server, total_items, expired_items)
+    SELECT name, %(server)s, total, expired
+      FROM unnest(%(names)s::bytea[], %(totals)s::bigint[], %(expired)s::bigint[]) AS u(name, total, expired)
+    ON CONFLICT (name, server) DO UPDATE SET total_items = c.total_items + excluded.total_items,
+        expired_items = c.expired_items + excluded.expired_items
+), appended AS (
+    INSERT INTO starling_items (queue, data, flags, expiry, added)
+    SELECT queue, data, flags, expiry, added
+      FROM unnest(%(queue)s::bytea[], %(data)s::bytea[], %(flags)s::bigint[],
+                  %(expiry)s::float8[], %(added)s::float8[]) WITH ORDINALITY
+           AS u(queue, data, flags, expiry, added, place)
+     ORDER BY place
+)
+SELECT pg_notify(%(channel)s, note) FROM unnest(%(notes)s::text[]) AS note
+"""
 
 
 def _fit(cur, name: bytes, indexes: list[int], entries: list, limits: QueueLimits,
