@@ -4,6 +4,8 @@ one woken by a set on the other, through NOTIFY alone)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import trio
 
@@ -20,10 +22,16 @@ def schema():
 
 
 async def serve(nursery, schema, identity, **options):
+    return await serve_url(nursery, PG_URL, schema, identity, **options)
+
+
+async def serve_url(nursery, url, schema, identity, **options):
     from starlingpy.store.postgres import PostgresStore
     from starlingpy.tcp import QueueServer
 
-    store = PostgresStore.open(PG_URL, schema=schema, identity=identity, **options)
+    # (in a thread: opening blocks, and the database may be behind a relay in this process)
+    store = await trio.to_thread.run_sync(partial(PostgresStore.open, url, schema=schema,
+                                                  identity=identity, **options))
     server = QueueServer(store)
 
     async def run(task_status=trio.TASK_STATUS_IGNORED):
@@ -101,3 +109,71 @@ async def test_limits_and_expiry(nursery, schema):
     assert await client.call(b"get e\r\n", b"END\r\n") == b"END\r\n"
     stats = await client.call(b"stats\r\n", b"END\r\n")
     assert b"STAT queue_e_expired_items 1\r\n" in stats and b"STAT queue_small_items 2\r\n" in stats
+
+
+class Proxy:
+    """A TCP relay to the test database that can be cut and restored on the
+    same port: the database unreachable, then back."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._scope: trio.CancelScope | None = None
+
+    async def start(self, nursery) -> None:
+        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        self._scope = trio.CancelScope()
+        nursery.start_soon(self._serve, listeners, self._scope)
+
+    async def _serve(self, listeners, scope) -> None:
+        with scope:
+            async with trio.open_nursery() as relays:
+                await trio.serve_listeners(partial(self._relay, relays), listeners,
+                                           handler_nursery=relays)
+
+    async def _relay(self, _, client) -> None:
+        async with client, await trio.open_tcp_stream("127.0.0.1", 5432) as database:
+            async with trio.open_nursery() as both:
+                both.start_soon(self._copy, client, database, both.cancel_scope)
+                await self._copy(database, client, both.cancel_scope)
+
+    @staticmethod
+    async def _copy(source, sink, scope) -> None:
+        try:
+            async for chunk in source:
+                await sink.send_all(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        scope.cancel()
+
+    def cut(self) -> None:
+        self._scope.cancel()
+
+
+async def test_an_unreachable_database_answers_server_error_and_service_resumes(nursery, schema):
+    proxy = Proxy()
+    await proxy.start(nursery)
+    url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test"
+    server, port = await serve_url(nursery, url, schema, "proxied")
+    client = await connect(port)
+    assert await client.call(b"set q 0 0 5\r\nfirst\r\n") == b"STORED\r\n"
+    proxy.cut()
+    assert await client.call(b"get q\r\n") == b"SERVER_ERROR store unavailable\r\n"
+    assert await client.call(b"get q\r\n") == b"SERVER_ERROR store unavailable\r\n"  # lives on
+    assert await client.call(b"set q 0 0 4\r\nlost\r\n") == b"SERVER_ERROR store unavailable\r\n"
+    await proxy.start(nursery)  # the database is back, on the same address
+    client = await connect(port)
+    assert await client.call(b"set q 0 0 6\r\nsecond\r\n") == b"STORED\r\n"
+    assert await client.call(b"get q\r\n", b"END\r\n") == b"VALUE q 0 5\r\nfirst\r\nEND\r\n"
+    assert await client.call(b"get q\r\n", b"END\r\n") == b"VALUE q 0 6\r\nsecond\r\nEND\r\n"
+    server.request_shutdown()
+
+
+async def test_a_url_of_several_hosts_reaches_the_one_that_answers(nursery, schema):
+    # libpq tries the hosts in turn; the first refuses connections.
+    url = "postgresql://postgres@127.0.0.1:1,127.0.0.1:5432/test?target_session_attrs=read-write"
+    server, port = await serve_url(nursery, url, schema, "failover")
+    client = await connect(port)
+    assert await client.call(b"set f 0 0 2\r\nok\r\n") == b"STORED\r\n"
+    assert await client.call(b"get f\r\n", b"END\r\n") == b"VALUE f 0 2\r\nok\r\nEND\r\n"
+    server.request_shutdown()
