@@ -77,6 +77,9 @@ DEFAULT_POLL_INTERVAL = 1.0
 CONNECT_TIMEOUT = 5  # seconds: an unreachable database answers SERVER_ERROR, not a hang
 NOTIFY_CHANNEL = "starlingpy"
 _INIT_LOCK = 0x5374_6172  # advisory lock key: servers starting together create the schema once
+_VACUUM_LOCK = 0x5374_6173  # advisory lock key: one server vacuums at a time
+VACUUM_AFTER = 20_000  # dead rows in the items table
+VACUUM_CHECK_SECONDS = 5.0
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS starling_queues (
@@ -533,10 +536,11 @@ class PostgresStore:
         return Pending(run)
 
     async def run_background(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Renew this server's leases, return those of dead servers, and
-        listen for notifications, until cancelled."""
+        """Renew this server's leases, return those of dead servers, listen
+        for notifications, and vacuum the items table, until cancelled."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._listen)
+            nursery.start_soon(self._vacuum)
             task_status.started()
             while True:
                 await trio.sleep(self.lease / 3)
@@ -546,6 +550,19 @@ class PostgresStore:
                     self._wake(returned)
                 except StoreError as error:
                     log.warning("cannot renew leases: %s", error)
+
+    async def _vacuum(self) -> None:
+        """A queue table is all deletes: its dead rows are vacuumed once
+        there are VACUUM_AFTER of them, by one server at a time, whether or
+        not autovacuum runs (or keeps up) on this database."""
+        while True:
+            await trio.sleep(VACUUM_CHECK_SECONDS)
+            try:
+                dead = await self._db.run(_vacuum_if_dead, VACUUM_AFTER)
+                if dead:
+                    log.info("vacuumed the items table (%d dead rows)", dead)
+            except StoreError as error:
+                log.warning("cannot vacuum: %s", error)
 
     async def _listen(self) -> None:
         token = trio.lowlevel.current_trio_token()
@@ -826,6 +843,23 @@ def _keep_leases(conn, identity: str, lease: float, channel: str) -> dict[bytes,
         counts = _count_names(rows)
         _notify(conn, channel, identity, counts)
     return counts
+
+
+def _vacuum_if_dead(conn, threshold: int) -> int:
+    """VACUUM the items table if it has ``threshold`` dead rows or more and
+    no other server is at it; the dead rows found (0: not vacuumed)."""
+    row = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables"
+                       " WHERE relid = 'starling_items'::regclass").fetchone()
+    dead = row[0] if row else 0
+    if dead < threshold:
+        return 0
+    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (_VACUUM_LOCK,)).fetchone()[0]:
+        return 0
+    try:
+        conn.execute("VACUUM starling_items")
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_VACUUM_LOCK,))
+    return dead
 
 
 def _any_ready(conn, names: list[bytes]) -> bool:
