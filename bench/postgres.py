@@ -121,18 +121,21 @@ def bloat(items: int, spool: Path, hold: bool) -> dict:
             holder.execute("SELECT count(*) FROM pg_class").fetchone()
         with StarlingpyServer(spool / schema, "--store", url, "--identity", schema) as server:
             get_seconds = 0.0
+            rates = []  # gets/s of each round: how the rate moves as dead rows pile up
             for _ in range(0, items, 10_000):
                 fill(server.address, MemcacheWire, QUEUE, VALUE, 10_000)
                 result = run_load(server.address, MemcacheWire, [MemcacheWire.get_request(QUEUE)],
                                   connections=CONNECTIONS, depth=1, total_ops=10_000, time_limit=600)
                 get_seconds += result.elapsed
+                rates.append(result.ops_per_second)
         with admin() as conn:
             dead, live = conn.execute(
                 "SELECT n_dead_tup, n_live_tup FROM pg_stat_user_tables"
                 " WHERE schemaname = %s AND relname = 'starling_items'", (schema,)).fetchone()
             size = conn.execute(f"SELECT pg_total_relation_size('\"{schema}\".starling_items')").fetchone()[0]
         return {"items": items, "held_xmin": hold, "dead_tuples": dead, "live_tuples": live,
-                "table_bytes": size, "gets_s": items / get_seconds}
+                "table_bytes": size, "gets_s": round(items / get_seconds),
+                "gets_s_first_round": round(rates[0]), "gets_s_last_round": round(rates[-1])}
     finally:
         if holder is not None:
             holder.rollback()
