@@ -149,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=20_000, help="operations per scenario")
     parser.add_argument("--bloat", type=int, default=0, metavar="N",
                         help="also push N items through a queue, with and without a held xmin horizon")
+    parser.add_argument("--bloat-only", action="store_true", help="skip the throughput rows")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-pg-") as spool:
-        table = throughput(args.ops, Path(spool))
+        table = {} if args.bloat_only else throughput(args.ops, Path(spool))
         print(f"{'store':24} {'scenario':12} {'ops/s':>9} {'CPU us/op':>10} {'errors':>7}")
         for store, rows in table.items():
             for scenario, row in rows.items():
