@@ -67,6 +67,7 @@ import trio
 
 from ..queue import MAX_FLAGS, NO_LIMITS, Item, Owner, QueueLimits, QueueStatistics, Waiters, expiry_time, wake_one
 from .interface import Pending, StoreError
+from .local import TOO_MANY_QUEUES
 
 log = logging.getLogger("starlingpy.store.postgres")
 
@@ -303,7 +304,7 @@ class PostgresStore:
             return False
         if (self.max_queues is not None and name not in self._known
                 and len(self._known) >= self.max_queues):
-            raise StoreError(b"SERVER_ERROR too many queues")
+            raise StoreError(TOO_MANY_QUEUES)
         now = self.clock()
         expiry = expiry_time(exptime, now, limits.max_age)
         limited = limits.max_items is not None or limits.max_bytes is not None
