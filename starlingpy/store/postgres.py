@@ -80,6 +80,7 @@ NOTIFY_CHANNEL = "starlingpy"
 _INIT_LOCK = 0x5374_6172  # advisory lock key: servers starting together create the schema once
 _VACUUM_LOCK = 0x5374_6173  # advisory lock key: one server vacuums at a time
 VACUUM_AFTER = 20_000  # dead rows in the items table
+ROTATE_BYTES = 4 * 1024 * 1024  # an items partition this large: sets go to the other one
 VACUUM_CHECK_SECONDS = 5.0
 
 SCHEMA_SQL = """
@@ -95,8 +96,19 @@ CREATE TABLE IF NOT EXISTS starling_counters (
     expired_items bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (name, server)
 );
+-- Items live in one of two partitions (slot 0 or 1); sets go to the
+-- current one. Once it is bloated, sets switch to the other, and the old one
+-- is TRUNCATEd as soon as it is drained: its dead rows go at once, even
+-- while a long transaction holds back what VACUUM may remove.
+CREATE SEQUENCE IF NOT EXISTS starling_item_ids;
+CREATE TABLE IF NOT EXISTS starling_rotation (
+    current smallint NOT NULL,
+    one boolean PRIMARY KEY DEFAULT true CHECK (one)
+);
+INSERT INTO starling_rotation (current) VALUES (0) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS starling_items (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id bigint NOT NULL DEFAULT nextval('starling_item_ids'),   -- the queues' order
+    slot smallint NOT NULL DEFAULT 0,
     queue bytea NOT NULL,
     data bytea NOT NULL,
     flags bigint NOT NULL,
@@ -104,8 +116,11 @@ CREATE TABLE IF NOT EXISTS starling_items (
     added double precision NOT NULL,    -- unix time
     lease_server text,                  -- an open item: who holds it, and until when
     lease_conn bigint,
-    lease_until timestamptz
-);
+    lease_until timestamptz,
+    PRIMARY KEY (id, slot)
+) PARTITION BY LIST (slot);
+CREATE TABLE IF NOT EXISTS starling_items_0 PARTITION OF starling_items FOR VALUES IN (0);
+CREATE TABLE IF NOT EXISTS starling_items_1 PARTITION OF starling_items FOR VALUES IN (1);
 CREATE INDEX IF NOT EXISTS starling_items_ready
     ON starling_items (queue, id) WHERE lease_server IS NULL;
 CREATE INDEX IF NOT EXISTS starling_items_leased
@@ -681,8 +696,8 @@ WITH made AS (
     ON CONFLICT (name, server) DO UPDATE SET total_items = c.total_items + excluded.total_items,
         expired_items = c.expired_items + excluded.expired_items
 ), appended AS (
-    INSERT INTO starling_items (queue, data, flags, expiry, added)
-    SELECT queue, data, flags, expiry, added
+    INSERT INTO starling_items (slot, queue, data, flags, expiry, added)
+    SELECT (SELECT current FROM starling_rotation), queue, data, flags, expiry, added
       FROM unnest(%(queue)s::bytea[], %(data)s::bytea[], %(flags)s::bigint[],
                   %(expiry)s::float8[], %(added)s::float8[]) WITH ORDINALITY
            AS u(queue, data, flags, expiry, added, place)
@@ -846,21 +861,55 @@ def _keep_leases(conn, identity: str, lease: float, channel: str) -> dict[bytes,
     return counts
 
 
-def _vacuum_if_dead(conn, threshold: int) -> int:
-    """VACUUM the items table if it has ``threshold`` dead rows or more and
-    no other server is at it; the dead rows found (0: not vacuumed)."""
-    row = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables"
-                       " WHERE relid = 'starling_items'::regclass").fetchone()
-    dead = row[0] if row else 0
-    if dead < threshold:
-        return 0
+def _vacuum_if_dead(conn, threshold: int, rotate_bytes: int = ROTATE_BYTES) -> int:
+    """Tidy the items table if no other server is at it: VACUUM once it has
+    ``threshold`` dead rows or more, and rotate its partitions (see
+    :func:`_rotate`). The dead rows found (0: not vacuumed)."""
     if not conn.execute("SELECT pg_try_advisory_lock(%s)", (_VACUUM_LOCK,)).fetchone()[0]:
         return 0
     try:
+        _rotate(conn, rotate_bytes)
+        dead = conn.execute("SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables"
+                            " WHERE relid IN ('starling_items_0'::regclass,"
+                            " 'starling_items_1'::regclass)").fetchone()[0]
+        if dead < threshold:
+            return 0
         conn.execute("VACUUM starling_items")
+        return dead
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_VACUUM_LOCK,))
-    return dead
+
+
+def _rotate(conn, rotate_bytes: int) -> None:
+    """TRUNCATE the partition sets no longer go to once nothing is left in
+    it; switch sets to it once the current one is over ``rotate_bytes``."""
+    current = conn.execute("SELECT current FROM starling_rotation").fetchone()[0]
+    other = f"starling_items_{1 - current}"
+    emptied = False
+    try:
+        with conn.transaction():
+            # Never queue behind a long transaction that read it: our lock
+            # would hold up every claim. Try again at the next round instead.
+            conn.execute("SET LOCAL lock_timeout = '100ms'")
+            size = conn.execute("SELECT pg_relation_size(%s)", (other,)).fetchone()[0]
+            if size == 0:
+                emptied = True
+            else:
+                conn.execute(f"LOCK TABLE {other} IN ACCESS EXCLUSIVE MODE")
+                if not conn.execute(f"SELECT EXISTS (SELECT 1 FROM {other})").fetchone()[0]:
+                    conn.execute(f"TRUNCATE {other}")
+                    emptied = True
+    except _lock_timeout():
+        return
+    if emptied and conn.execute("SELECT pg_relation_size(%s)",
+                                (f"starling_items_{current}",)).fetchone()[0] > rotate_bytes:
+        conn.execute("UPDATE starling_rotation SET current = %s", (1 - current,))
+
+
+def _lock_timeout():
+    import psycopg.errors
+
+    return psycopg.errors.LockNotAvailable
 
 
 def _any_ready(conn, names: list[bytes]) -> bool:
