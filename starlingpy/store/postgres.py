@@ -10,6 +10,17 @@ thousands of tables. Here a queue's head is the first row of a partial index
 on ``(queue, id)`` over the items nobody holds, and ``stats`` is one
 ``GROUP BY``: one statement, so one consistent snapshot.
 
+**Churn without bloat:** a queue table is all inserts and deletes. The
+store VACUUMs it once enough rows are dead (autovacuum may be off, or its
+default threshold too lax for such a table). VACUUM cannot remove rows that
+a long transaction elsewhere may still see (the xmin horizon), and claims
+then walk ever more dead index entries; so the table is split in two list
+partitions: sets go to the current one, and once it passes
+``ROTATE_BYTES`` they switch to the other; the old one, drained by the
+takes (its ids are lower, so it drains first), is TRUNCATEd, which frees
+its rows at once whatever the horizon. Ids come from one sequence, so order
+holds across the two.
+
 **Claims** lock the head row with ``FOR UPDATE SKIP LOCKED``: two servers
 (or two connections of one) never get the same row, and neither waits for
 the other. A take deletes the row in the same transaction, and the reply
