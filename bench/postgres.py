@@ -129,10 +129,11 @@ def bloat(items: int, spool: Path, hold: bool) -> dict:
                 get_seconds += result.elapsed
                 rates.append(result.ops_per_second)
         with admin() as conn:
-            dead, live = conn.execute(
-                "SELECT n_dead_tup, n_live_tup FROM pg_stat_user_tables"
-                " WHERE schemaname = %s AND relname = 'starling_items'", (schema,)).fetchone()
-            size = conn.execute(f"SELECT pg_total_relation_size('\"{schema}\".starling_items')").fetchone()[0]
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            dead, live, size = conn.execute(  # the items table is two partitions
+                "SELECT sum(n_dead_tup), sum(n_live_tup), sum(pg_total_relation_size(relid))"
+                " FROM pg_stat_user_tables WHERE schemaname = %s"
+                " AND relname IN ('starling_items_0', 'starling_items_1')", (schema,)).fetchone()
         return {"items": items, "held_xmin": hold, "dead_tuples": dead, "live_tuples": live,
                 "table_bytes": size, "gets_s": round(items / get_seconds),
                 "gets_s_first_round": round(rates[0]), "gets_s_last_round": round(rates[-1])}

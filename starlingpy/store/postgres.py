@@ -91,8 +91,8 @@ NOTIFY_CHANNEL = "starlingpy"
 _INIT_LOCK = 0x5374_6172  # advisory lock key: servers starting together create the schema once
 _VACUUM_LOCK = 0x5374_6173  # advisory lock key: one server vacuums at a time
 VACUUM_AFTER = 20_000  # dead rows in the items table
-ROTATE_BYTES = 4 * 1024 * 1024  # an items partition this large: sets go to the other one
-VACUUM_CHECK_SECONDS = 5.0
+ROTATE_BYTES = 1024 * 1024  # an items partition this large: sets go to the other one
+VACUUM_CHECK_SECONDS = 2.0
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS starling_queues (
