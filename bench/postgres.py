@@ -134,8 +134,8 @@ def bloat(items: int, spool: Path, hold: bool) -> dict:
                 "SELECT sum(n_dead_tup), sum(n_live_tup), sum(pg_total_relation_size(relid))"
                 " FROM pg_stat_user_tables WHERE schemaname = %s"
                 " AND relname IN ('starling_items_0', 'starling_items_1')", (schema,)).fetchone()
-        return {"items": items, "held_xmin": hold, "dead_tuples": dead, "live_tuples": live,
-                "table_bytes": size, "gets_s": round(items / get_seconds),
+        return {"items": items, "held_xmin": hold, "dead_tuples": int(dead), "live_tuples": int(live),
+                "table_bytes": int(size), "gets_s": round(items / get_seconds),
                 "gets_s_first_round": round(rates[0]), "gets_s_last_round": round(rates[-1])}
     finally:
         if holder is not None:
