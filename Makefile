@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 22122
 SPOOL  ?= var/spool
 
-.PHONY: serve test test-fast bench lint demo clean
+.PHONY: serve test test-fast bench bench-postgres lint demo clean
 
 # What serving needs, and nothing else (no test extras: selenium, drivers).
 $(BASE): pyproject.toml
@@ -38,6 +38,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The PostgreSQL store against the journal store (needs PostgreSQL on 127.0.0.1:5432).
+bench-postgres: $(STAMP)
+	$(BIN)/python -m bench.postgres
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check starlingpy tests bench client workers

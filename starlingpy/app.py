@@ -20,6 +20,7 @@ from starlingpy.journal.store import MAX_OPEN_JOURNALS, JournalStore, StartupErr
 from starlingpy.process.daemon import daemonize, reporter
 from starlingpy.process.pidfile import PidFileError, claim_pid_file, release_pid_file
 from starlingpy.security import SecurityConfigError, open_security
+from starlingpy.store import StoreError
 from starlingpy.tcp import ListenError, QueueServer
 
 log = logging.getLogger("starlingpy")
@@ -75,12 +76,16 @@ def start_server(config: Config) -> int:
         return fail(str(error))
     try:
         connections, journals = fit_descriptors(settings.max_connections)
-        store = JournalStore.open(
-            config.store.queue_path, sync=sync, default_limits=config.default_limits,
-            limits_by_name=config.limits_by_name, max_journal_size=config.store.max_journal_size,
-            max_queues=config.store.max_queues or None, max_open_journals=journals,
-            file_mode=config.store.file_mode)
-    except StartupError as error:
+        if config.store.kind == "postgresql":
+            from starlingpy.store.postgres import open_configured
+            store = open_configured(config, settings.port)
+        else:
+            store = JournalStore.open(
+                config.store.queue_path, sync=sync, default_limits=config.default_limits,
+                limits_by_name=config.limits_by_name, max_journal_size=config.store.max_journal_size,
+                max_queues=config.store.max_queues or None, max_open_journals=journals,
+                file_mode=config.store.file_mode)
+    except (StartupError, StoreError) as error:
         return fail(str(error))
     try:
         if settings.pid:
@@ -93,8 +98,9 @@ def start_server(config: Config) -> int:
 
         def announce(address: tuple) -> None:
             line = f"listening on {settings.host}:{address[1]}\n"
-            log.info("%s (%s store in %s, sync %s)", line.strip(), config.store.kind,
-                     config.store.queue_path, config.store.sync)
+            where = (config.store.url if config.store.kind == "postgresql"
+                     else f"{config.store.queue_path}, sync {config.store.sync}")
+            log.info("%s (%s store: %s)", line.strip(), config.store.kind, where)
             sys.stdout.write(line)
             sys.stdout.flush()
             if notify:

@@ -20,7 +20,7 @@ Starling's own).  Ours::
     metrics_queues = 100          # queues with their own label; the rest sum as "(other)"
 
     [store]                       # where the queues are kept (docs/storage.md)
-    kind = "journal"              # the only kind so far: journal files in queue_path
+    kind = "journal"              # journal files in queue_path, or "postgresql" (url = ...)
     queue_path = "var/spool"
     sync = "1000"                 # "always" | "never" | period in ms (checked on load)
     max_journal_size = 16777216
@@ -93,7 +93,7 @@ class ServerConfig:
     tls_ca: Path | None = None  # client certificates must be signed by it (mutual TLS)
 
 
-STORE_KINDS = ("journal",)
+STORE_KINDS = ("journal", "postgresql")
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,11 @@ class StoreConfig:
     max_journal_size: int = 16 * MIB
     max_queues: int = 10_000  # 0: no limit
     file_mode: int = 0o600  # journals hold the messages
+    # kind = "postgresql" (starlingpy/store/postgres.py):
+    url: str | None = None  # libpq URL; postgresql+psycopg:// accepted
+    identity: str | None = None  # this server's name in leases; default host:port
+    lease: float = 30.0  # seconds an open item of a dead server stays held
+    pool_size: int = 4  # database connections (one worker thread each)
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,8 @@ STORE_SCHEMA: dict[str, Field] = {
     "kind": Field((str,), check=_store_kind), "queue_path": Field((str,), path=True),
     "sync": Field((str, int), check=_sync_policy), "max_journal_size": Field((int,)),
     "max_queues": Field((int,)), "file_mode": Field((int,), check=lambda mode: mode & 0o777),
+    "url": Field((str,)), "identity": Field((str,)), "lease": Field((int, float), minimum=1),
+    "pool_size": Field((int,), minimum=1),
 }
 STORE_KEYS_IN_SERVER = ("queue_path", "sync", "max_journal_size")  # where older files set them
 PATH_KEYS = {key for schema in (SERVER_SCHEMA, STORE_SCHEMA) for key, f in schema.items() if f.path}

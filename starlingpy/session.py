@@ -74,6 +74,15 @@ async def _then(answer: Pending, reply: Callable) -> bytes:
     return reply(await answer.wait())
 
 
+async def _store_error_as_reply(reply: Pending) -> bytes:
+    """A command's later reply; a StoreError met on the way is the reply,
+    as for one raised at once (the connection lives on)."""
+    try:
+        return await reply.wait()
+    except StoreError as error:
+        return error.reply + b"\r\n"
+
+
 class Session:
     """One connection's state. Its open items are held in the store under
     ``owner``, a number unique in this process."""
@@ -101,9 +110,12 @@ class Session:
                     return Pending(partial(refusal.finish, self))
                 return refusal
         try:
-            return self._handlers[command.__class__](command)
+            reply = self._handlers[command.__class__](command)
         except StoreError as error:
             return error.reply + b"\r\n"
+        if reply.__class__ is Pending:
+            return Pending(partial(_store_error_as_reply, reply))
+        return reply
 
     def release(self) -> Pending[None] | None:
         """The connection is gone: its open items go back to the head."""

@@ -12,7 +12,7 @@ import sys
 
 from starlingpy import __version__
 
-SUBCOMMANDS = ("serve", "stats", "work", "failed", "supervise", "dashboard", "passwd")
+SUBCOMMANDS = ("serve", "stats", "work", "failed", "supervise", "dashboard", "passwd", "store")
 
 
 def build_parser() -> argparse.ArgumentParser:

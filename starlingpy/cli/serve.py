@@ -48,6 +48,13 @@ def register(subparsers) -> None:
                    default=None, help="let `flush_all` empty every queue")
     p.add_argument(READY_FD_OPTION, dest="ready_fd", type=int,
                    help="report readiness (or why start-up failed) on this inherited pipe fd")
+    p.add_argument("--store", dest="url", metavar="URL",
+                   help="keep the queues in PostgreSQL at URL (postgresql+psycopg://user@host/db) "
+                        "instead of journal files")
+    p.add_argument("--identity", help="this server's name in the leases of open items "
+                                      "(PostgreSQL store; default HOSTNAME:PORT)")
+    p.add_argument("--lease", type=float, help="seconds a dead server's open items stay held "
+                                               "(PostgreSQL store; default 30)")
     p.add_argument("--metrics", help="serve Prometheus metrics on HOST:PORT (default: off)")
     p.add_argument("--metrics-queues", dest="metrics_queues", type=non_negative,
                    help="queues labelled in metrics, deepest first; the rest sum as (other) (default 100)")
@@ -76,8 +83,10 @@ def non_negative(text: str) -> int:
 def resolve_config(args: argparse.Namespace) -> Config:
     """Defaults, then the config file, then the flags given on the command line."""
     config = load_config(args.config) if args.config else Config()
-    return dataclasses.replace(config, server=_overridden(config.server, args),
-                               store=_overridden(config.store, args))
+    store = _overridden(config.store, args)
+    if args.url:
+        store = dataclasses.replace(store, kind="postgresql")
+    return dataclasses.replace(config, server=_overridden(config.server, args), store=store)
 
 
 def _overridden(settings, args: argparse.Namespace):

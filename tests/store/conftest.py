@@ -14,9 +14,10 @@ from starlingpy.journal.store import JournalStore
 from starlingpy.queue import QueueLimits
 from starlingpy.store import Pending
 from starlingpy.store.memory import AnswersLater, MemoryStore
+from tests.pgschema import PG_URL, private_schema
 from tests.unit.conftest import Clock
 
-STORES = ["journal", "memory", "memory-answers-later"]
+STORES = ["journal", "memory", "memory-answers-later", pytest.param("postgresql", marks=pytest.mark.db)]
 
 
 @dataclass
@@ -27,6 +28,7 @@ class StoreKind:
     make: Callable[..., object]
     reopen: Callable[..., object] | None
     clock: Clock
+    held_items: bool = True  # delayed and unique items (PROTOCOL: "Delayed items", "Unique items")
 
 
 @pytest.fixture(params=STORES)
@@ -45,6 +47,20 @@ def kind(request, tmp_path) -> StoreKind:
         opened.append(store)
         return store
 
+    if request.param == "postgresql":
+        from starlingpy.store.postgres import PostgresStore
+
+        with private_schema() as schema:
+            def postgresql(**limits):
+                store = PostgresStore.open(PG_URL, schema=schema, identity="conformance",
+                                           clock=clock, **limits)
+                opened.append(store)
+                return store
+
+            yield StoreKind("postgresql", postgresql, postgresql, clock, held_items=False)
+            for store in opened:
+                store.close()
+        return
     if request.param == "journal":
         yield StoreKind("journal", journal, journal, clock)
     elif request.param == "memory":

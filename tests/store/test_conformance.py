@@ -227,11 +227,19 @@ async def test_what_was_committed_survives_a_restart(kind):
 
 # -- delayed and unique items (PROTOCOL.md "Delayed items", "Unique items") --
 
+@pytest.fixture
+def held(kind):
+    """For the tests of delayed and unique items: skipped for a store without them."""
+    if not kind.held_items:
+        pytest.skip(f"the {kind.name} store has no delayed or unique items yet")
+    return kind
+
+
 async def put_with(store, name, data, **options):
     return await answer(store.put(name, data, 0, 0, **options))
 
 
-async def test_a_delayed_item_is_unseen_until_due_then_keeps_its_arrival_place(kind):
+async def test_a_delayed_item_is_unseen_until_due_then_keeps_its_arrival_place(kind, held):
     store = kind.make()
     clock = kind.clock
     assert await put_with(store, b"q", b"later", delay_ms=5000) is True
@@ -247,7 +255,7 @@ async def test_a_delayed_item_is_unseen_until_due_then_keeps_its_arrival_place(k
     assert await take_all(store, [b"q"]) == [b"later", b"plain"]
 
 
-async def test_a_delayed_item_put_back_by_abort_or_release_is_due_at_once(kind):
+async def test_a_delayed_item_put_back_by_abort_or_release_is_due_at_once(kind, held):
     store = kind.make()
     await put_with(store, b"q", b"d", delay_ms=1000)
     kind.clock.now += 1
@@ -258,7 +266,7 @@ async def test_a_delayed_item_put_back_by_abort_or_release_is_due_at_once(kind):
     assert await take_all(store, [b"q"]) == [b"d"]
 
 
-async def test_delayed_items_expire_and_are_counted(kind):
+async def test_delayed_items_expire_and_are_counted(kind, held):
     store = kind.make()
     assert await put(store, b"q", b"x") is True
     assert await answer(store.put(b"q", b"gone", 0, 3, delay_ms=5000)) is True  # expires first
@@ -269,7 +277,7 @@ async def test_delayed_items_expire_and_are_counted(kind):
     assert (stats.expired_items, stats.total_items, stats.delayed_items) == (2, 3, 0)
 
 
-async def test_a_reader_waiting_wakes_when_a_delayed_item_falls_due(kind, autojump_clock):
+async def test_a_reader_waiting_wakes_when_a_delayed_item_falls_due(kind, held, autojump_clock):
     store = kind.make()
     got = []
 
@@ -297,7 +305,7 @@ async def test_a_reader_waiting_wakes_when_a_delayed_item_falls_due(kind, autoju
     assert got == [b"soon"]
 
 
-async def test_a_unique_id_is_refused_while_its_item_waits_is_delayed_or_open(kind):
+async def test_a_unique_id_is_refused_while_its_item_waits_is_delayed_or_open(kind, held):
     store = kind.make()
     assert await put_with(store, b"q", b"first", unique=b"job:1") is True
     assert await put_with(store, b"q", b"again", unique=b"job:1") is False
@@ -319,7 +327,7 @@ async def test_a_unique_id_is_refused_while_its_item_waits_is_delayed_or_open(ki
     assert (stats.items, stats.open_transactions) == (1, 0)
 
 
-async def test_unique_and_plain_items_keep_arrival_order(kind):
+async def test_unique_and_plain_items_keep_arrival_order(kind, held):
     store = kind.make()
     for i in range(6):
         kind.clock.now += 1
@@ -330,7 +338,7 @@ async def test_unique_and_plain_items_keep_arrival_order(kind):
     assert await take_all(store, [b"q"]) == [b"0", b"1", b"2", b"3", b"4", b"5"]
 
 
-async def test_delays_and_unique_ids_survive_a_restart_and_a_rewrite(kind):
+async def test_delays_and_unique_ids_survive_a_restart_and_a_rewrite(kind, held):
     if kind.reopen is None:
         pytest.skip(f"the {kind.name} store keeps nothing across a restart")
     store = kind.make()
