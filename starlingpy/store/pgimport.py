@@ -18,7 +18,8 @@ from pathlib import Path
 from ..blocks import ItemRun, thaw
 from ..journal import SyncPolicy
 from ..journal.store import JournalStore
-from .postgres import _Connections, _count, create_schema, libpq_url
+from .interface import StoreError
+from .postgres import HELD_UNSUPPORTED, _Connections, _count, create_schema, libpq_url
 
 
 def import_spool(url: str, directory: str | Path, schema: str | None = None) -> dict[bytes, int | None]:
@@ -28,11 +29,16 @@ def import_spool(url: str, directory: str | Path, schema: str | None = None) -> 
     spool = JournalStore.open(directory, sync=SyncPolicy.parse("always"))
     connections = _Connections(libpq_url(url), 1, schema, "starlingpy import")
     try:
+        held = {name: len(spool.get(name).snapshot()[2]) for name in spool.names()}
+        if any(held.values()):  # refuse before copying anything, rather than lose their delays
+            name = next(name for name, count in held.items() if count)
+            raise StoreError(HELD_UNSUPPORTED, (
+                f"queue {name.decode(errors='replace')!r} holds {held[name]} delayed or unique "
+                f"items, which the PostgreSQL store does not have yet: nothing imported"))
         connections.run_now(create_schema, schema)
         copied: dict[bytes, int | None] = {}
         for name in spool.names():
-            queue = spool.get(name)
-            _, entries = queue.snapshot()
+            _, entries, _ = spool.get(name).snapshot()
             items = [item for entry in entries
                      for item in (thaw(entry) if entry.__class__ is ItemRun else (entry,))]
             copied[name] = connections.run_now(_copy_queue, f"{directory}:{name.hex()}", name, items)

@@ -70,3 +70,22 @@ def test_store_init_is_idempotent():
         for _ in range(2):
             result = store_command("init", schema_url(schema))
             assert result.returncode == 0 and "store ready" in result.stdout, result.stderr
+
+
+def test_a_spool_with_delayed_items_is_refused_whole(tmp_path):
+    psycopg = pytest.importorskip("psycopg")
+    spool = tmp_path / "spool"
+    journal = JournalStore.open(spool, sync=SyncPolicy.parse("always"))
+    journal.put(b"plain", b"p", 0, 0)
+    journal.put(b"later", b"d", 0, 0, delay_ms=3_600_000)
+    journal.commit()
+    journal.close()
+    with private_schema() as schema:
+        refused = store_command("import", schema_url(schema), "--from", str(spool))
+        assert refused.returncode == 1
+        assert "'later' holds 1 delayed or unique items" in refused.stderr
+        with psycopg.connect(PG_URL, autocommit=True) as conn:  # nothing was copied, not even 'plain'
+            exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".starling_items',)).fetchone()[0]
+            if exists:
+                conn.execute(f'SET search_path TO "{schema}"')
+                assert conn.execute("SELECT count(*) FROM starling_items").fetchone()[0] == 0
