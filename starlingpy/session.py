@@ -285,7 +285,7 @@ class Session:
 
     def _stats_head(self, snapshot: dict) -> bytes:
         pairs = server_stats_pairs(self.counters, snapshot, self.control.limit_maxbytes)
-        return replies.stats(pairs)[:-len(replies.END)]
+        return replies.stat_lines(pairs)
 
     def _stats_reply(self, snapshot: dict) -> bytes:
         return self._stats_head(snapshot) + queue_stats_lines(snapshot.items()) + replies.END

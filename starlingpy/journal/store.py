@@ -151,7 +151,7 @@ class QueueJournal:
     def rewrite(self, failpoint: Failpoint | None = None) -> None:
         """Replace the journal, now, with one holding only the live items
         (the buffered records are written first)."""
-        self.write(float("inf"))
+        self.write(float("inf"))  # (no size is "too large": never cut back, the rewrite follows)
         chunks = encode_state(*self.queue.snapshot())
         self.file.rewrite(encode_file_header(self.queue.name), chunks, failpoint)
         self._rewritten(len(chunks) // 2)

@@ -42,9 +42,13 @@ def stats(pairs: Iterable[tuple[str | bytes, object]]) -> bytes:
     values are ints, floats (six decimals), bools (1/0), bytes or anything
     whose ``str()`` is the value.
     """
-    parts = [b"STAT %s %s\r\n" % (_stat_bytes(name), _stat_bytes(item)) for name, item in pairs]
-    parts.append(END)
-    return b"".join(parts)
+    return stat_lines(pairs) + END
+
+
+def stat_lines(pairs: Iterable[tuple[str | bytes, object]]) -> bytes:
+    """The ``STAT`` lines of :func:`stats` alone (a reply made in parts)."""
+    return b"".join([b"STAT %s %s\r\n" % (_stat_bytes(name), _stat_bytes(item))
+                     for name, item in pairs])
 
 
 def version(v: str) -> bytes:
