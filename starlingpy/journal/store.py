@@ -283,8 +283,11 @@ class JournalStore(LocalStore):
         journal = keeper.file
         if journal.reserved_end - journal.size < need + REMOVE_SLACK:
             self._reserve(keeper, need + REMOVE_SLACK)
-        keeper.unwritten = need
-        return self._put_into(keeper.queue, data, flags, exptime, delay_ms, unique)
+        stored = self._put_into(keeper.queue, data, flags, exptime, delay_ms, unique)
+        # Count the space only while records wait to be written: an expired
+        # or refused item writes none, and must not grow the reservation.
+        keeper.unwritten = need if keeper.records.records else 0
+        return stored
 
     def _reserve(self, keeper: QueueJournal, nbytes: int) -> None:
         journal = keeper.file

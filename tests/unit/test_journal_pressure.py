@@ -260,3 +260,14 @@ def test_a_journal_let_go_for_another_is_synced_first(qdir, monkeypatch):
     c.put(b"c", b"z", 0, 0)  # a third journal: the least recently written (a) is let go
     assert c.journal_of(b"a").file.fd is None and fd_of_a in synced
     c.close()
+
+
+def test_already_expired_sets_do_not_grow_the_space_set_aside(qdir):
+    c = open_c(qdir)
+    c.put(b"q", b"kept", 0, 0)
+    c.commit()
+    for _ in range(20_000):  # each is counted, not kept: no record, no disk space
+        assert c.put(b"q", b"x" * 1000, 0, -1) is True
+    assert c.journal_of(b"q").file.spare < 1 << 20
+    assert c.statistics()[b"q"].expired_items == 20_000
+    c.close()
