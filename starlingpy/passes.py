@@ -81,6 +81,17 @@ def answer_ready(parser: Parser, session: Session, out: list[bytes]) -> tuple[st
             return FULL, None
 
 
+def send_now(sock, out: list[bytes], counters) -> memoryview | None:
+    """Send as much of ``out`` as the socket takes now; the rest, if any."""
+    data = out[0] if len(out) == 1 else b"".join(out)
+    counters.bytes_written += len(data)
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    return memoryview(data)[sent:] if sent < len(data) else None
+
+
 class Connection:
     """What the pass needs of one connection."""
 
@@ -217,14 +228,10 @@ class Passes:
     def _send(self, answered: list[tuple[Connection, list[bytes]]]) -> None:
         counters = self._counters
         for connection, out in answered:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            counters.bytes_written += len(data)
             try:
-                sent = connection.sock.send(data)
-            except BlockingIOError:
-                sent = 0
+                rest = send_now(connection.sock, out, counters)
             except Exception as error:
                 self._hand_back(connection, error)
                 continue
-            if sent < len(data):
-                self._hand_back(connection, (SEND, memoryview(data)[sent:]))
+            if rest is not None:
+                self._hand_back(connection, (SEND, rest))

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Container, Hashable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -203,9 +203,29 @@ class Waiters:
         slot = self._slots.get(name)
         return len(slot) if slot else 0
 
-    def parked(self) -> Iterator[tuple[bytes, int]]:
-        """``(name, readers)`` for every name with readers parked on it."""
-        return ((name, len(slot)) for name, slot in self._slots.items() if slot)
+    def park(self, reader, names: Sequence[bytes]) -> list[dict]:
+        """Park ``reader`` on every one of ``names``; their slots, for :meth:`unpark`."""
+        slots = [self.slot(name) for name in names]
+        for slot in slots:
+            slot[reader] = None
+        return slots
+
+    def unpark(self, reader, names: Sequence[bytes], slots: list[dict],
+               kept: Container[bytes] = ()) -> None:
+        """Take ``reader`` off again; a slot left empty is forgotten unless
+        its name is in ``kept`` (the names whose queue holds the slot)."""
+        for name, slot in zip(names, slots):
+            slot.pop(reader, None)
+            if name not in kept:
+                self.forget_if_idle(name)
+
+    def with_waited_names(self, stats: dict[bytes, QueueStatistics]) -> dict[bytes, QueueStatistics]:
+        """``stats`` (by queue name) plus, for every name readers wait on that
+        has no queue, an empty entry with its waiters; sorted by name."""
+        for name, slot in self._slots.items():
+            if slot and name not in stats:
+                stats[name] = QueueStatistics(0, 0, 0, 0, 0, 0, 0, len(slot))
+        return dict(sorted(stats.items()))
 
     def forget_if_idle(self, name: bytes) -> None:
         """Drop an empty slot that no queue holds (``name`` has no queue)."""

@@ -44,7 +44,7 @@ import trio
 from starlingpy import passes
 from starlingpy.auth import peer_name
 from starlingpy.counters import ServerCounters
-from starlingpy.passes import CLOSE, PENDING, RECV_SIZE, Passes, answer_ready
+from starlingpy.passes import CLOSE, PENDING, RECV_SIZE, Passes, answer_ready, send_now
 from starlingpy.protocol import Parser, ProtocolError
 from starlingpy.session import ServerControl, Session
 from starlingpy.store import Pending, Store, StoreError
@@ -283,7 +283,7 @@ class QueueServer:
                 durable = commit()
                 if durable is not None:
                     await durable.wait()
-                rest = self._send_now(sock, out)
+                rest = send_now(sock, out, self.counters)
                 if rest:
                     await self._send_all(sock, rest)
             else:
@@ -338,7 +338,7 @@ class QueueServer:
             await durable.wait()
         if not out:
             return
-        rest = self._send_now(sock, out)
+        rest = send_now(sock, out, self.counters)
         if rest:
             await self._send_all(sock, rest)
 
@@ -354,16 +354,6 @@ class QueueServer:
                 self.store.commit()
         except Exception:
             log.exception("could not release a closed connection's open items")
-
-    def _send_now(self, sock: socket.socket, out: list[bytes]) -> memoryview | None:
-        """Send as much of ``out`` as the socket takes now; the rest, if any."""
-        data = out[0] if len(out) == 1 else b"".join(out)
-        self.counters.bytes_written += len(data)
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        return memoryview(data)[sent:] if sent < len(data) else None
 
     @staticmethod
     async def _send_all(sock: socket.socket, view: memoryview) -> None:

@@ -217,17 +217,12 @@ class LocalStore:
                 await trio.lowlevel.checkpoint()
                 return
         reader = trio.Event()
-        slots = [self._waiters.slot(name) for name in names]
-        for slot in slots:
-            slot[reader] = None
+        slots = self._waiters.park(reader, names)
         try:
             with trio.move_on_at(deadline):
                 await reader.wait()
         finally:
-            for name, slot in zip(names, slots):
-                slot.pop(reader, None)
-                if name not in queues:
-                    self._waiters.forget_if_idle(name)
+            self._waiters.unpark(reader, names, slots, kept=queues)  # (a queue holds its slot)
             if reader.is_set():
                 self._woken_on += names
 
@@ -249,11 +244,8 @@ class LocalStore:
         queue (waiting never creates one) shows as empty with its waiters, so
         operators see who waits for what."""
         logsize = self._logsize
-        stats = {name: queue.statistics(logsize(queue)) for name, queue in self._queues.items()}
-        for name, count in self._waiters.parked():
-            if name not in stats:
-                stats[name] = QueueStatistics(0, 0, 0, 0, 0, 0, 0, count)
-        return dict(sorted(stats.items()))
+        return self._waiters.with_waited_names(
+            {name: queue.statistics(logsize(queue)) for name, queue in self._queues.items()})
 
     def commit(self) -> None:
         if self._woken_on:

@@ -474,9 +474,7 @@ class PostgresStore:
         """See :meth:`Store.wait_for_item`: woken by this server's puts, by
         notifications from the others, and by a poll every ``poll_interval``."""
         reader = trio.Event()
-        slots = [self._waiters.slot(name) for name in names]
-        for slot in slots:
-            slot[reader] = None
+        slots = self._waiters.park(reader, names)
         try:
             while True:
                 with trio.move_on_at(min(deadline, trio.current_time() + self.poll_interval)):
@@ -489,9 +487,7 @@ class PostgresStore:
                 except StoreError:
                     return  # the take that follows answers the error
         finally:
-            for name, slot in zip(names, slots):
-                slot.pop(reader, None)
-                self._waiters.forget_if_idle(name)
+            self._waiters.unpark(reader, names, slots)
 
     def _wake(self, counts: Mapping[bytes, int]) -> None:
         """Items became available: wake as many parked readers here."""
@@ -523,10 +519,7 @@ class PostgresStore:
         for name, total, expired, items, size, opened in rows:
             stats[name] = QueueStatistics(items, total, 0, expired, int(self._age.get(name, 0) * 1000),
                                           size, opened, self._waiters.count(name))
-        for name, count in self._waiters.parked():
-            if name not in stats:
-                stats[name] = QueueStatistics(0, 0, 0, 0, 0, 0, 0, count)
-        return dict(sorted(stats.items()))
+        return self._waiters.with_waited_names(stats)
 
     def commit(self) -> Pending[None] | None:
         if not self._round.entries:
